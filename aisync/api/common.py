@@ -1,0 +1,132 @@
+"""Shared HTTP pieces: the one error middleware, request parsing, object headers, ranges.
+
+The middleware is the only place that turns exceptions into responses: an ``AisyncError`` becomes
+its ``status`` with a JSON ``{"code", "message"}`` body (for HEAD, the code travels in the
+``X-Aisync-Error-Code`` header); aiohttp's own HTTP exceptions (404 for unknown routes, 405) are
+rewritten into the same JSON shape; anything else is logged with its traceback and answered 500
+``InternalError`` without internal details.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from email.utils import formatdate
+
+from aiohttp import web
+
+from aisync.storage.metadata import ObjectMetadata
+from aisync.util.errors import AisyncError, InvalidArgument, InvalidRange
+from aisync.util.names import BucketRef, normalize_provider, validate_object_name
+
+log = logging.getLogger("aisync.api")
+
+ERROR_HEADER = "X-Aisync-Error-Code"
+_HTTP_CODES = {400: "InvalidArgument", 404: "NotFound", 405: "MethodNotAllowed",
+               413: "PayloadTooLarge", 414: "InvalidArgument", 431: "InvalidArgument"}
+
+
+def error_response(request: web.Request, status: int, code: str, message: str,
+                   details: dict | None = None) -> web.Response:
+    headers = {ERROR_HEADER: code}
+    if status == 416 and details and "size" in details:
+        headers["Content-Range"] = f"bytes */{details['size']}"
+    if request.method == "HEAD":
+        return web.Response(status=status, headers=headers)
+    body: dict = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except AisyncError as exc:
+        return error_response(request, exc.status, exc.code, exc.message, exc.details or None)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "HTTPError")
+        return error_response(request, exc.status, code, exc.reason)
+    except (ConnectionResetError, TimeoutError) as exc:
+        log.info("client went away: %s %s (%s)", request.method, request.path, exc)
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(request, 500, "InternalError", "internal error; see the node log")
+
+
+def bucket_ref(request: web.Request) -> BucketRef:
+    provider = normalize_provider(request.query.get("provider", "ais"))
+    return BucketRef(name=request.match_info["bucket"], provider=provider,
+                     namespace=request.query.get("namespace", ""))
+
+
+def object_name(request: web.Request) -> str:
+    return validate_object_name(request.match_info.get("name", ""))
+
+
+def int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidArgument(f"query parameter {key!r} must be an integer") from None
+    if not lo <= value <= hi:
+        raise InvalidArgument(f"query parameter {key!r} must be between {lo} and {hi}")
+    return value
+
+
+def bool_query(request: web.Request, key: str) -> bool:
+    return request.query.get(key, "").lower() in ("1", "true", "yes", "on")
+
+
+def object_headers(meta: ObjectMetadata) -> dict[str, str]:
+    return {
+        "ETag": f'"{meta.etag}"',
+        "X-Aisync-Checksum": meta.checksum,
+        "X-Aisync-Mtime-Ns": str(meta.mtime_ns),
+        "Last-Modified": formatdate(meta.mtime_ns / 1e9, usegmt=True),
+        "Accept-Ranges": "bytes",
+    }
+
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(offset, length)`` for a single-range ``Range`` header, or None for the whole object.
+
+    Follows RFC 9110: ``A-B``, ``A-`` and ``-N``; an end past the size is clamped; a start at or
+    past the size is unsatisfiable (416). Multi-range requests are answered with the whole object,
+    which the RFC allows.
+    """
+    if not header:
+        return None
+    match = _RANGE_RE.match(header.strip().replace(" ", ""))
+    if not match:
+        if header.strip().startswith("bytes=") and "," in header:
+            return None
+        raise InvalidRange(f"malformed Range header {header!r}")
+    start_s, end_s = match.groups()
+    if start_s == "" and end_s == "":
+        raise InvalidRange(f"malformed Range header {header!r}")
+    if start_s == "":
+        suffix = int(end_s)
+        if suffix == 0:
+            raise InvalidRange("a zero-length suffix range is unsatisfiable", size=size)
+        start = max(0, size - suffix)
+        return start, size - start
+    start = int(start_s)
+    end = size - 1 if end_s == "" else min(int(end_s), size - 1)
+    if start >= size or (end_s != "" and int(end_s) < start):
+        raise InvalidRange(f"range {header!r} is not satisfiable for {size} bytes", size=size)
+    return start, end - start + 1
+
+
+def content_range(offset: int, length: int, size: int) -> str:
+    return f"bytes {offset}-{offset + length - 1}/{size}"

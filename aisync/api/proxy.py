@@ -1,0 +1,283 @@
+"""The proxy: a stateless gateway. Any proxy serves any client; one of them is the primary.
+
+Object requests go to the owning target: by ``307`` redirect (native clients; a PUT that sends
+``Expect: 100-continue`` is redirected before its body moves) or, in reverse mode, streamed
+through the proxy. Bucket listings merge the targets' sorted pages (memory bounded by
+``limit × targets``). Bucket create/destroy and joins are primary-only: a non-primary proxy
+forwards them. The primary also runs the keepalive worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from aisync.api.common import (
+    bucket_ref,
+    error_response,
+    int_query,
+    object_name,
+)
+from aisync.api.runtime import NodeRuntime
+from aisync.cluster.maps import BucketProps, NodeInfo
+from aisync.cluster.primary import Primary
+from aisync.util.errors import (
+    AisyncError,
+    BucketNotFound,
+    InvalidArgument,
+    NodeUnavailable,
+    NotPrimary,
+)
+from aisync.util.names import BucketRef, validate_prefix
+
+log = logging.getLogger("aisync.proxy")
+MAX_PAGE = 10000
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+               "trailers", "transfer-encoding", "upgrade", "host", "content-length", "expect"}
+_STREAM_CHUNK = 1 << 20
+
+
+class ProxyNode(NodeRuntime):
+    role = "proxy"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.primary: Primary | None = None
+        self.mode = config.http.proxy_mode
+        r = self.app.router
+        for method in ("GET", "HEAD", "DELETE"):
+            r.add_route(method, "/v1/objects/{bucket}/{name:.+}", self.handle_object)
+        r.add_route("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_object,
+                    expect_handler=self.expect_put)
+        r.add_get("/v1/buckets", self.handle_list_buckets)
+        r.add_route("PUT", "/v1/buckets/{bucket}", self.handle_create_bucket)
+        r.add_route("HEAD", "/v1/buckets/{bucket}", self.handle_head_bucket)
+        r.add_route("DELETE", "/v1/buckets/{bucket}", self.handle_destroy_bucket)
+        r.add_get("/v1/buckets/{bucket}", self.handle_list_objects, allow_head=False)
+        r.add_get("/v1/buckets/{bucket}/info", self.handle_bucket_info)
+        r.add_get("/v1/cluster/status", self.handle_cluster_status)
+        r.add_post("/v1/cluster/join", self.handle_join)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.primary is not None
+
+    async def start_role(self) -> None:
+        assert self.session is not None
+        if self.config.cluster.primary_url:
+            self.spawn(self._join_loop(), "join")
+            return
+        self.primary = Primary(self.config, self.me, self.state, self.session)
+        await self.primary.bootstrap()
+        self.joined.set()
+        self.workers["keepalive"] = self.primary.keepalive
+        self.spawn(self.primary.run_keepalive(), "keepalive")
+
+    def is_ready(self) -> bool:
+        cmap = self.state.cmap
+        return self.joined.is_set() and cmap is not None and bool(cmap.active_targets)
+
+    # -- helpers --
+    def _bucket(self, request: web.Request) -> tuple[BucketRef, BucketProps]:
+        ref = bucket_ref(request)
+        props = self.state.bmap.get(ref) if self.state.bmap else None
+        if props is None:
+            raise BucketNotFound(f"bucket {ref} does not exist")
+        return ref, props
+
+    def _owner(self, request: web.Request) -> NodeInfo:
+        ref, _ = self._bucket(request)
+        name = object_name(request)
+        cmap = self.state.cmap
+        if cmap is None:
+            raise NodeUnavailable("this proxy has no cluster map yet")
+        return cmap.owner(ref, name)
+
+    def _mode(self, request: web.Request) -> str:
+        mode = request.query.get("mode", self.mode)
+        if mode not in ("redirect", "reverse"):
+            raise InvalidArgument("mode must be 'redirect' or 'reverse'")
+        return mode
+
+    # -- objects --
+    async def expect_put(self, request: web.Request) -> web.StreamResponse | None:
+        """Answer ``Expect: 100-continue`` with the redirect itself: the body never comes here."""
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return None
+        try:
+            owner = self._owner(request)
+            if self._mode(request) == "redirect":
+                return web.Response(status=307, headers={"Location":
+                                                         f"{owner.url}{request.path_qs}"})
+        except AisyncError as exc:
+            return error_response(request, exc.status, exc.code, exc.message)
+        # Reverse mode: the body must come here, so let it flow as aiohttp would by default.
+        await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
+        return None
+
+    async def handle_object(self, request: web.Request) -> web.StreamResponse:
+        owner = self._owner(request)
+        if self._mode(request) == "redirect":
+            raise web.HTTPTemporaryRedirect(location=f"{owner.url}{request.path_qs}")
+        return await self._reverse(request, owner)
+
+    async def _reverse(self, request: web.Request, owner: NodeInfo) -> web.StreamResponse:
+        assert self.session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+        body = request.content.iter_any() if request.method == "PUT" else None
+        url = f"{owner.url}{request.path_qs}"
+        try:
+            async with self.session.request(request.method, url, headers=headers, data=body,
+                                            allow_redirects=False,
+                                            timeout=aiohttp.ClientTimeout(total=None,
+                                                                          sock_connect=5)) as up:
+                out = web.StreamResponse(status=up.status, reason=up.reason)
+                for key, value in up.headers.items():
+                    if key.lower() not in _HOP_BY_HOP:
+                        out.headers[key] = value
+                if up.content_length is not None:
+                    out.content_length = up.content_length
+                await out.prepare(request)
+                if request.method != "HEAD":
+                    async for chunk in up.content.iter_chunked(_STREAM_CHUNK):
+                        await out.write(chunk)
+                await out.write_eof()
+                return out
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise NodeUnavailable(f"target {owner.id} at {owner.url} is unreachable: {exc}") \
+                from exc
+
+    # -- buckets --
+    async def handle_list_buckets(self, request: web.Request) -> web.Response:
+        bmap = self.state.bmap
+        buckets = [] if bmap is None else [p.model_dump() for _, p in sorted(bmap.buckets.items())]
+        return web.json_response({"buckets": buckets, "version": bmap.version if bmap else 0})
+
+    async def handle_head_bucket(self, request: web.Request) -> web.Response:
+        self._bucket(request)
+        return web.Response(status=200)
+
+    async def _forward_to_primary(self, request: web.Request) -> web.Response:
+        cmap = self.state.cmap
+        if cmap is None or self.session is None:
+            raise NotPrimary("this proxy is not the primary and has no cluster map yet")
+        url = f"{cmap.primary_node.url}{request.path_qs}"
+        body = await request.read()
+        try:
+            async with self.session.request(request.method, url, data=body or None,
+                                            headers={"Content-Type": request.content_type}) as up:
+                payload = await up.read()
+                return web.Response(status=up.status, body=payload,
+                                    content_type=up.content_type if payload else None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NodeUnavailable(f"primary proxy at {cmap.primary_node.url} is unreachable") \
+                from exc
+
+    async def handle_create_bucket(self, request: web.Request) -> web.Response:
+        ref = bucket_ref(request)
+        if ref.provider != "ais" or ref.namespace:
+            raise InvalidArgument(f"{ref}: only cluster-local ais:// buckets can be created yet")
+        if not self.is_primary:
+            return await self._forward_to_primary(request)
+        assert self.primary is not None
+        props = await self.primary.create_bucket(ref)
+        return web.json_response(props.model_dump(), status=201)
+
+    async def handle_destroy_bucket(self, request: web.Request) -> web.Response:
+        ref = bucket_ref(request)
+        if not self.is_primary:
+            return await self._forward_to_primary(request)
+        assert self.primary is not None
+        await self.primary.destroy_bucket(ref)
+        return web.Response(status=204)
+
+    async def _from_targets(self, path: str, params: dict) -> list[dict]:
+        cmap = self.state.cmap
+        if cmap is None or not cmap.active_targets:
+            raise NodeUnavailable("no active targets")
+        assert self.session is not None
+
+        async def one(target: NodeInfo) -> dict:
+            try:
+                async with self.session.get(f"{target.url}{path}", params=params) as resp:
+                    body = await resp.json()
+                    if resp.status != 200:
+                        raise AisyncError(body.get("message", "target error"))
+                    return body
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise NodeUnavailable(f"target {target.id} did not answer: {exc}") from exc
+
+        return list(await asyncio.gather(*(one(t) for t in cmap.active_targets)))
+
+    async def handle_list_objects(self, request: web.Request) -> web.Response:
+        ref, _ = self._bucket(request)
+        prefix = validate_prefix(request.query.get("prefix", ""))
+        limit = int_query(request, "limit", 1000, 1, MAX_PAGE)
+        params = {"provider": ref.provider, "prefix": prefix, "limit": str(limit)}
+        if ref.namespace:
+            params["namespace"] = ref.namespace
+        if request.query.get("token"):
+            params["token"] = request.query["token"]
+        pages = await self._from_targets(f"/v1/buckets/{ref.name}", params)
+        merged = list(heapq.merge(*(p["objects"] for p in pages), key=lambda e: e["name"]))
+        more = len(merged) > limit or any(p.get("next_token") for p in pages)
+        merged = merged[:limit]
+        return web.json_response({"objects": merged,
+                                  "next_token": merged[-1]["name"] if more and merged else None})
+
+    async def handle_bucket_info(self, request: web.Request) -> web.Response:
+        ref, props = self._bucket(request)
+        params = {"provider": ref.provider}
+        if ref.namespace:
+            params["namespace"] = ref.namespace
+        infos = await self._from_targets(f"/v1/buckets/{ref.name}/info", params)
+        return web.json_response({**props.model_dump(),
+                                  "objects": sum(i["objects"] for i in infos),
+                                  "bytes": sum(i["bytes"] for i in infos)})
+
+    # -- cluster --
+    async def handle_join(self, request: web.Request) -> web.Response:
+        if not self.is_primary:
+            return await self._forward_to_primary(request)
+        assert self.primary is not None
+        try:
+            body = await request.json()
+            node = NodeInfo(id=body["id"], role=body["role"], url=body["url"])
+            held = int(body.get("map_version", 0))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"invalid join request: {exc}") from None
+        cmap, bmap = await self.primary.join(node, held)
+        return web.json_response({"cluster_map": cmap.model_dump(mode="json"),
+                                  "bucket_map": bmap.model_dump(mode="json")})
+
+    async def handle_cluster_status(self, request: web.Request) -> web.Response:
+        cmap, bmap = self.state.cmap, self.state.bmap
+        if cmap is None:
+            raise NodeUnavailable("this proxy has no cluster map yet")
+        assert self.session is not None
+
+        async def one(node: NodeInfo) -> dict:
+            if node.id == self.node_id:
+                return await self.node_status()
+            try:
+                async with self.session.get(f"{node.url}/v1/node/status",
+                                            timeout=aiohttp.ClientTimeout(total=3)) as resp:
+                    return await resp.json()
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                return {"id": node.id, "role": node.role, "url": node.url,
+                        "state": "unreachable", "primary": node.id == cmap.primary}
+
+        nodes = await asyncio.gather(*(one(n) for n in sorted(cmap.nodes.values(),
+                                                                key=lambda n: (n.role, n.id))))
+        for status in nodes:
+            status["map_state"] = cmap.nodes[status["id"]].state
+        return web.json_response({"cluster": cmap.name, "uuid": cmap.uuid,
+                                  "map_version": cmap.version,
+                                  "bucket_map_version": bmap.version if bmap else 0,
+                                  "primary": cmap.primary, "nodes": list(nodes)})

@@ -1,0 +1,189 @@
+"""The part every node shares: identity, catalog, cluster state, HTTP session, common routes.
+
+A node's lifecycle is explicit: ``start()`` enters every resource into one ``AsyncExitStack``
+(catalog, client session, role-specific parts, background workers) and ``stop()`` unwinds it in
+reverse order. Common routes: health, readiness, the maps, metasync, node status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from aisync.api.common import error_middleware
+from aisync.catalog import Catalog
+from aisync.cluster.maps import BucketMap, ClusterMap, NodeInfo
+from aisync.cluster.primary import WorkerStatus
+from aisync.cluster.state import ClusterState
+from aisync.config import NodeConfig
+from aisync.util.errors import InvalidArgument
+
+log = logging.getLogger("aisync.node")
+
+
+def load_node_id(config: NodeConfig) -> str:
+    """The configured id, or one generated at first start and kept in ``data_dir/node_id``."""
+    if config.node_id:
+        return config.node_id
+    path = Path(config.data_dir) / "node_id"
+    if path.exists():
+        return path.read_text().strip()
+    node_id = f"{config.role[0]}-{uuid.uuid4().hex[:8]}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(node_id + "\n")
+    os.replace(tmp, path)
+    return node_id
+
+
+class NodeRuntime:
+    role: str = "node"
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        Path(config.data_dir).mkdir(parents=True, exist_ok=True)
+        self.node_id = load_node_id(config)
+        self.me = NodeInfo(id=self.node_id, role=config.role, url=config.url)
+        self.started = time.time()
+        self._blocking = ThreadPoolExecutor(4, thread_name_prefix="aisync-ctl")
+        self.catalog = Catalog(config.resolved_catalog_url())
+        self.state = ClusterState(self.catalog, self.run_blocking)
+        self.session: aiohttp.ClientSession | None = None
+        self.workers: dict[str, WorkerStatus] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stack = contextlib.AsyncExitStack()
+        self.joined = asyncio.Event()
+        self.app = web.Application(middlewares=[error_middleware],
+                                   client_max_size=1024**2)
+        self.app.router.add_get("/v1/health", self.handle_health)
+        self.app.router.add_get("/v1/health/ready", self.handle_ready)
+        self.app.router.add_get("/v1/cluster/map", self.handle_cluster_map)
+        self.app.router.add_get("/v1/cluster/bucket-map", self.handle_bucket_map)
+        self.app.router.add_put("/v1/metasync", self.handle_metasync)
+        self.app.router.add_get("/v1/node/status", self.handle_node_status)
+
+    async def run_blocking(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._blocking, fn, *args)
+
+    # -- lifecycle --
+    async def start(self) -> None:
+        await self.run_blocking(self.catalog.upgrade)
+        self._stack.callback(self.catalog.close)
+        self._stack.callback(self._blocking.shutdown, wait=False)
+        await self.state.load()
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.config.http.client_timeout),
+            connector=aiohttp.TCPConnector(limit=256))
+        self._stack.push_async_callback(self.session.close)
+        self._stack.push_async_callback(self._cancel_tasks)
+        await self.start_role()
+
+    async def stop(self) -> None:
+        await self._stack.aclose()
+
+    async def start_role(self) -> None:  # overridden
+        pass
+
+    def spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        return task
+
+    async def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _join_loop(self) -> None:
+        primary = self.config.cluster.primary_url
+        if not primary:
+            log.error("cluster.primary_url is not set: nothing to join")
+            return
+        delay = 0.1
+        while True:
+            body = {"id": self.node_id, "role": self.role, "url": self.me.url,
+                    "map_version": self.state.cmap.version if self.state.cmap else 0}
+            try:
+                assert self.session is not None
+                async with self.session.post(f"{primary}/v1/cluster/join", json=body) as resp:
+                    answer = await resp.json()
+                    if resp.status == 200:
+                        await self.state.apply(ClusterMap.model_validate(answer["cluster_map"]),
+                                               BucketMap.model_validate(answer["bucket_map"]))
+                        self.joined.set()
+                        log.info("joined cluster %s via %s", answer["cluster_map"]["name"],
+                                 primary)
+                        return
+                    log.warning("join refused: HTTP %d %s", resp.status, answer)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                log.info("primary %s not reachable yet (%s); retrying", primary, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def is_ready(self) -> bool:  # overridden
+        return self.state.cmap is not None
+
+    # -- common routes --
+    async def handle_health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "id": self.node_id, "role": self.role,
+                                  "cluster": self.config.cluster.name})
+
+    async def handle_ready(self, request: web.Request) -> web.Response:
+        ready = self.is_ready()
+        return web.json_response({"ready": ready, "id": self.node_id}, status=200 if ready else 503)
+
+    async def handle_cluster_map(self, request: web.Request) -> web.Response:
+        cmap = self.state.cmap
+        if cmap is None:
+            return web.json_response({"code": "NotReady", "message": "no cluster map yet"},
+                                     status=503)
+        return web.json_response(cmap.model_dump(mode="json"))
+
+    async def handle_bucket_map(self, request: web.Request) -> web.Response:
+        bmap = self.state.bmap
+        if bmap is None:
+            return web.json_response({"code": "NotReady", "message": "no bucket map yet"},
+                                     status=503)
+        return web.json_response(bmap.model_dump(mode="json"))
+
+    async def handle_metasync(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise InvalidArgument("metasync body is not JSON") from None
+        if not isinstance(body, dict):
+            raise InvalidArgument("metasync body must be an object")
+        try:
+            cmap = ClusterMap.model_validate(body["cluster_map"]) if "cluster_map" in body \
+                else None
+            bmap = BucketMap.model_validate(body["bucket_map"]) if "bucket_map" in body else None
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid map document: {exc}") from None
+        changed = await self.state.apply(cmap, bmap)
+        return web.json_response({"accepted": changed, "id": self.node_id})
+
+    async def node_status(self) -> dict:
+        cmap, bmap = self.state.cmap, self.state.bmap
+        return {
+            "id": self.node_id, "role": self.role, "url": self.me.url,
+            "state": cmap.nodes[self.node_id].state if cmap and self.node_id in cmap.nodes
+            else "unknown",
+            "primary": bool(cmap and cmap.primary == self.node_id),
+            "map_version": cmap.version if cmap else 0,
+            "bucket_map_version": bmap.version if bmap else 0,
+            "uptime_s": round(time.time() - self.started, 1), "pid": os.getpid(),
+            "workers": [w.as_dict() for w in self.workers.values()],
+        }
+
+    async def handle_node_status(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.node_status())

@@ -1,0 +1,188 @@
+"""The primary proxy's duties: the only writer of new map versions.
+
+* **Join**: a node announces ``{id, role, url, map_version}``; the primary adds (or re-activates)
+  it in a new cluster map, jumping past any version the node already holds (a primary whose disk
+  was wiped must not push versions the cluster has seen), and metasyncs.
+* **Keepalive**: a worker pings every node each ``interval``; a node silent for ``dead_after``
+  becomes ``inactive`` (it stops owning objects); a node that answers again becomes ``active``.
+* **Buckets**: create and destroy produce new bucket-map versions, pushed to every node before the
+  client is answered, so read-after-create holds through any proxy.
+
+All mutations run under one lock: one new version at a time, each pushed before the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from aisync.cluster import metasync
+from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
+from aisync.cluster.state import ClusterState
+from aisync.config import NodeConfig
+from aisync.util.errors import BucketAlreadyExists, BucketNotFound
+from aisync.util.names import BucketRef
+
+log = logging.getLogger("aisync.primary")
+
+
+@dataclass
+class WorkerStatus:
+    """What the admin API shows about a background worker."""
+
+    name: str
+    state: str = "idle"  # idle | running | stopped | failed
+    runs: int = 0
+    last_run: float | None = None
+    last_error: str | None = None
+    details: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "state": self.state, "runs": self.runs,
+                "last_run": self.last_run, "last_error": self.last_error, **self.details}
+
+
+class Primary:
+    def __init__(self, config: NodeConfig, me: NodeInfo, state: ClusterState,
+                 session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.me = me
+        self.state = state
+        self.session = session
+        self._lock = asyncio.Lock()
+        self._last_seen: dict[str, float] = {}
+        self.keepalive = WorkerStatus("keepalive")
+
+    # -- bootstrap --
+    async def bootstrap(self) -> None:
+        """Create the first maps, or re-announce the persisted ones after a restart."""
+        async with self._lock:
+            cmap, bmap = self.state.cmap, self.state.bmap
+            if cmap is None:
+                cmap = ClusterMap.bootstrap(self.config.cluster.name, self.me)
+                bmap = BucketMap.bootstrap(cmap.uuid)
+            else:
+                node = self.me.model_copy(update={"state": "active"})
+                if cmap.nodes.get(self.me.id) != node or cmap.primary != self.me.id:
+                    cmap = cmap.with_node(node).model_copy(update={"primary": self.me.id})
+                if bmap is None:
+                    bmap = BucketMap.bootstrap(cmap.uuid)
+            await self.state.apply(cmap, bmap)
+            now = time.monotonic()
+            self._last_seen = {node_id: now for node_id in cmap.nodes}
+            await self._push()
+
+    async def _push(self) -> dict[str, str]:
+        cmap, bmap = self.state.cmap, self.state.bmap
+        assert cmap is not None
+        others = [n for n in cmap.nodes.values() if n.id != self.me.id]
+        return await metasync.push(self.session, others, cmap, bmap,
+                                   self.config.http.client_timeout)
+
+    async def _publish(self, cmap: ClusterMap | None = None, bmap: BucketMap | None = None):
+        await self.state.apply(cmap, bmap)
+        failures = await self._push()
+        if cmap is not None and cmap.version % 100 == 0:
+            await self.state.prune()
+        return failures
+
+    # -- membership --
+    async def join(self, node: NodeInfo, held_version: int = 0) -> tuple[ClusterMap, BucketMap]:
+        async with self._lock:
+            cmap = self.state.cmap
+            assert cmap is not None
+            self._last_seen[node.id] = time.monotonic()
+            node = node.model_copy(update={"state": "active"})
+            if cmap.nodes.get(node.id) != node or held_version >= cmap.version:
+                new = cmap.with_node(node)
+                if held_version >= new.version:
+                    new = new.bumped_to(held_version + 1)
+                log.info("node %s joins as %s at %s", node.id, node.role, node.url,
+                         extra={"node": node.id, "map_version": new.version})
+                await self._publish(new)
+            else:
+                await self._push()
+            assert self.state.cmap is not None and self.state.bmap is not None
+            return self.state.cmap, self.state.bmap
+
+    async def run_keepalive(self) -> None:
+        """The keepalive worker: runs until cancelled."""
+        cfg = self.config.keepalive
+        self.keepalive.state = "running"
+        try:
+            while True:
+                await asyncio.sleep(cfg.interval)
+                try:
+                    await self._keepalive_round(cfg.request_timeout, cfg.dead_after)
+                    self.keepalive.last_error = None
+                except Exception as exc:  # a failed round must not end the worker
+                    self.keepalive.last_error = f"{type(exc).__name__}: {exc}"
+                    log.exception("keepalive round failed")
+                self.keepalive.runs += 1
+                self.keepalive.last_run = time.time()
+        finally:
+            self.keepalive.state = "stopped"
+
+    async def _ping(self, node: NodeInfo, timeout: float) -> bool:
+        try:
+            async with self.session.get(f"{node.url}/v1/health",
+                                        timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                if resp.status != 200:
+                    return False
+                body = await resp.json()
+                return body.get("id") == node.id
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+            return False
+
+    async def _keepalive_round(self, timeout: float, dead_after: float) -> None:
+        cmap = self.state.cmap
+        assert cmap is not None
+        others = [n for n in cmap.nodes.values() if n.id != self.me.id]
+        results = await asyncio.gather(*(self._ping(n, timeout) for n in others))
+        now = time.monotonic()
+        for node, ok in zip(others, results, strict=True):
+            if ok:
+                self._last_seen[node.id] = now
+        async with self._lock:
+            cmap = self.state.cmap
+            assert cmap is not None
+            new = cmap
+            for node, ok in zip(others, results, strict=True):
+                current = new.nodes.get(node.id)
+                if current is None:
+                    continue
+                silent = now - self._last_seen.get(node.id, now)
+                if current.state == "active" and not ok and silent >= dead_after:
+                    log.warning("node %s missed keepalives for %.1fs: inactive", node.id, silent,
+                                extra={"node": node.id})
+                    new = new.with_state(node.id, "inactive")
+                elif current.state == "inactive" and ok:
+                    log.info("node %s answers again: active", node.id, extra={"node": node.id})
+                    new = new.with_state(node.id, "active")
+            if new is not cmap:
+                # Several state changes in one round become a single new version.
+                new = new.model_copy(update={"version": cmap.version + 1})
+                await self._publish(new)
+
+    # -- buckets --
+    async def create_bucket(self, ref: BucketRef) -> BucketProps:
+        async with self._lock:
+            bmap = self.state.bmap
+            assert bmap is not None
+            if bmap.get(ref) is not None:
+                raise BucketAlreadyExists(f"bucket {ref} already exists")
+            props = BucketProps(name=ref.name, provider=ref.provider, namespace=ref.namespace)
+            await self._publish(bmap=bmap.with_bucket(props))
+            return props
+
+    async def destroy_bucket(self, ref: BucketRef) -> None:
+        async with self._lock:
+            bmap = self.state.bmap
+            assert bmap is not None
+            if bmap.get(ref) is None:
+                raise BucketNotFound(f"bucket {ref} does not exist")
+            await self._publish(bmap=bmap.without_bucket(ref))

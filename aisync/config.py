@@ -1,0 +1,225 @@
+"""Configuration: pydantic models with documented fields and explicit defaults.
+
+Sources, later ones winning: the model defaults, a YAML file (``config/node.yaml`` documents every
+field), then ``AISYNC_*`` environment variables, nested with ``__``
+(``AISYNC_KEEPALIVE__INTERVAL=1s``, ``AISYNC_ROLE=target``). Values from the environment are parsed
+as YAML scalars, so ``true``, ``5`` and ``[a, b]`` mean what they look like. Durations accept
+seconds as numbers or strings such as ``500ms``, ``10s``, ``5m``, ``1h``. Secrets are ``SecretStr``
+and never appear in logs or in ``model_dump`` output meant for display.
+
+Owns: the shape of a node's configuration. May import: ``aisync.util`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from aisync.util.errors import ConfigError
+
+ENV_PREFIX = "AISYNC_"
+_DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string like ``250ms``, ``10s``, ``5m``, ``2h``, ``1d``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '10s'")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION_RE.match(str(value))
+    if not match:
+        raise ValueError(f"invalid duration {value!r}; use e.g. 500ms, 10s, 5m, 1h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ClusterSection(_Section):
+    name: str = Field("zone-a", description="Cluster (zone) name, shown in status and to peers.")
+    primary_url: str | None = Field(
+        None,
+        description="URL of the primary proxy. Targets join it at start. A proxy with no "
+        "primary_url is the primary itself.",
+    )
+
+
+class KeepaliveSection(_Section):
+    interval: Duration = Field(2.0, description="How often the primary pings every node.")
+    dead_after: Duration = Field(
+        6.0,
+        description="A node that has not answered for this long leaves the active map "
+        "(it is re-admitted when it answers again).",
+    )
+    request_timeout: Duration = Field(1.5, description="Timeout of one keepalive ping.")
+
+
+class StorageSection(_Section):
+    mountpaths: list[Path] = Field(
+        default_factory=list,
+        description="Target only: one directory per disk. Empty means one mountpath under "
+        "data_dir.",
+    )
+    fsync: bool = Field(
+        True, description="fsync object files and their directories before acknowledging a PUT."
+    )
+    small_object_bytes: int = Field(
+        65536,
+        ge=0,
+        description="Objects up to this size are read into memory, checksum-verified on every "
+        "GET and sent in one write; larger ones are sent with zero-copy sendfile.",
+    )
+    verify_on_get: bool = Field(
+        False, description="Also verify the checksum of large objects on every GET (slow)."
+    )
+
+
+class HttpSection(_Section):
+    proxy_mode: Literal["redirect", "reverse"] = Field(
+        "redirect",
+        description="How a proxy hands object requests to their target: 'redirect' answers 307 "
+        "(native clients follow it); 'reverse' streams through the proxy. A request may ask for "
+        "either with ?mode=redirect|reverse.",
+    )
+    client_timeout: Duration = Field(
+        30.0, description="Timeout for node-to-node control requests (metasync, join, status)."
+    )
+    max_object_bytes: int = Field(
+        5 * 1024**4, ge=0, description="Largest object accepted by PUT (default 5 TiB)."
+    )
+
+
+class LoggingSection(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = Field(
+        "json", description="'json': one structured record per line; 'text' for humans."
+    )
+    access_log: bool = Field(False, description="Log every HTTP request (costly under load).")
+
+
+class NodeConfig(_Section):
+    """Everything one node process (``aisync node``) needs."""
+
+    role: Literal["proxy", "target"] = Field("proxy", description="proxy (gateway) or target.")
+    node_id: str | None = Field(
+        None,
+        description="Stable node id. Default: generated once and kept in data_dir/node_id.",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(51080, ge=0, le=65535, description="Port to listen on (0: any free one).")
+    public_url: str | None = Field(
+        None,
+        description="URL other nodes and redirected clients use to reach this node. Default: "
+        "http://host:port.",
+    )
+    data_dir: Path = Field(Path("./aisync-data"), description="Node-private state directory.")
+    catalog_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the catalog. Default: sqlite file data_dir/catalog.db. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db.",
+    )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="'auto': targets use asyncio's loop (native sendfile for zero-copy reads); "
+        "proxies use uvloop when installed.",
+    )
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
+    keepalive: KeepaliveSection = Field(default_factory=KeepaliveSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    http: HttpSection = Field(default_factory=HttpSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+
+    @property
+    def url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    def resolved_catalog_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{Path(self.data_dir).resolve() / 'catalog.db'}"
+
+    def resolved_mountpaths(self) -> list[Path]:
+        if self.storage.mountpaths:
+            return [Path(p) for p in self.storage.mountpaths]
+        return [Path(self.data_dir) / "mp0"]
+
+
+def env_overrides(environ: dict[str, str] | None = None, prefix: str = ENV_PREFIX) -> dict:
+    """Nested dict from ``AISYNC_A__B=value`` variables (keys lower-cased, values YAML scalars)."""
+    environ = dict(os.environ if environ is None else environ)
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(prefix) or key == f"{prefix}CONFIG":
+            continue
+        path = [part.lower() for part in key[len(prefix):].split("__") if part]
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {key} conflicts with another one")
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_node_config(
+    path: str | os.PathLike | None = None,
+    overrides: dict | None = None,
+    environ: dict[str, str] | None = None,
+) -> NodeConfig:
+    """Defaults, then YAML file, then ``AISYNC_*`` environment, then explicit ``overrides``."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded
+    data = _merge(data, env_overrides(environ))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from exc

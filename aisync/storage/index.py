@@ -1,0 +1,181 @@
+"""The per-target object index (SQLite): fast, paged listing in key order.
+
+The files are the truth; the index is a cache of their metadata and can be rebuilt from them
+(:meth:`ObjectIndex.rebuild`). It is rebuilt automatically when it is new or when the previous
+process did not close it cleanly (a ``.dirty`` marker exists), so an index row lost to a crash
+between the object's rename and the index write never hides an acknowledged object for long.
+
+Names are stored as UTF-8 BLOBs: SQLite then orders them bytewise, which is UTF-8 order, which is
+code-point order, which is S3's listing order; a prefix scan is the range
+``[prefix, prefix + b"\\xff")`` because UTF-8 never contains the byte 0xFF.
+
+Threading: one writer connection used from one dedicated thread, one reader connection per
+reader thread (WAL mode lets readers run beside the writer). All methods are blocking: callers
+run them in executors.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aisync.storage.metadata import ObjectMetadata, read_metadata
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    bucket   TEXT    NOT NULL,
+    name     BLOB    NOT NULL,
+    size     INTEGER NOT NULL,
+    checksum TEXT    NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    PRIMARY KEY (bucket, name)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    size: int
+    checksum: str
+    mtime_ns: int
+
+
+class ObjectIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._dirty_marker = self.path.with_suffix(".dirty")
+        self._local = threading.local()
+        self._writer: sqlite3.Connection | None = None
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def open(self) -> bool:
+        """Open (creating if needed). Returns True when a rebuild from the files is needed."""
+        existed = self.path.exists()
+        needs_rebuild = not existed or self._dirty_marker.exists()
+        self._writer = self._connect()
+        self._writer.executescript(_SCHEMA)
+        self._dirty_marker.touch()
+        return needs_rebuild
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._connections.clear()
+        self._writer = None
+        self._dirty_marker.unlink(missing_ok=True)
+
+    @property
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    # -- writes (call from the single index-writer thread) --
+    def upsert(self, meta: ObjectMetadata) -> None:
+        assert self._writer is not None
+        self._writer.execute(
+            "INSERT OR REPLACE INTO objects(bucket, name, size, checksum, mtime_ns) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (meta.bucket, meta.name.encode("utf-8", "surrogatepass"), meta.size, meta.checksum,
+             meta.mtime_ns))
+
+    def remove(self, bucket: str, name: str) -> None:
+        assert self._writer is not None
+        self._writer.execute("DELETE FROM objects WHERE bucket = ? AND name = ?",
+                             (bucket, name.encode("utf-8", "surrogatepass")))
+
+    def remove_bucket(self, bucket: str) -> None:
+        assert self._writer is not None
+        self._writer.execute("DELETE FROM objects WHERE bucket = ?", (bucket,))
+
+    def rebuild(self, object_dirs: Iterable[Path], batch: int = 2000) -> int:
+        """Replace the index with what the object files say. Streams; returns objects found."""
+        assert self._writer is not None
+        w = self._writer
+        w.execute("BEGIN")
+        w.execute("DELETE FROM objects")
+        count, pending = 0, []
+        for meta in _scan(object_dirs):
+            pending.append((meta.bucket, meta.name.encode("utf-8", "surrogatepass"), meta.size,
+                            meta.checksum, meta.mtime_ns))
+            if len(pending) >= batch:
+                w.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)", pending)
+                count += len(pending)
+                pending.clear()
+        if pending:
+            w.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)", pending)
+            count += len(pending)
+        w.execute("COMMIT")
+        return count
+
+    # -- reads (any thread) --
+    def list_page(self, bucket: str, prefix: str = "", after: str | None = None,
+                  limit: int = 1000) -> list[IndexEntry]:
+        """Up to ``limit`` entries with ``name`` starting with ``prefix``, after ``after``."""
+        lo = prefix.encode("utf-8", "surrogatepass")
+        hi = lo + b"\xff"
+        if after is not None:
+            after_b = after.encode("utf-8", "surrogatepass")
+            if after_b >= lo:
+                rows = self._reader.execute(
+                    "SELECT name, size, checksum, mtime_ns FROM objects WHERE bucket = ? "
+                    "AND name > ? AND name < ? ORDER BY name LIMIT ?",
+                    (bucket, after_b, hi, limit))
+                return [IndexEntry(r[0].decode("utf-8", "surrogatepass"), r[1], r[2], r[3])
+                        for r in rows]
+        rows = self._reader.execute(
+            "SELECT name, size, checksum, mtime_ns FROM objects WHERE bucket = ? "
+            "AND name >= ? AND name < ? ORDER BY name LIMIT ?", (bucket, lo, hi, limit))
+        return [IndexEntry(r[0].decode("utf-8", "surrogatepass"), r[1], r[2], r[3]) for r in rows]
+
+    def summary(self, bucket: str | None = None) -> tuple[int, int]:
+        """(object count, total bytes), for one bucket or all."""
+        if bucket is None:
+            row = self._reader.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects")
+        else:
+            row = self._reader.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects WHERE bucket = ?", (bucket,))
+        count, total = row.fetchone()
+        return int(count), int(total)
+
+
+def _scan(object_dirs: Iterable[Path]) -> Iterator[ObjectMetadata]:
+    for root in object_dirs:
+        if not root.exists():
+            continue
+        stack = [str(root)]
+        while stack:
+            current = stack.pop()
+            try:
+                with os.scandir(current) as it:
+                    entries = list(it)
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    meta = read_metadata(entry.path)
+                    if meta is not None:
+                        yield meta
+

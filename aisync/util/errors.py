@@ -1,0 +1,143 @@
+"""Typed errors shared by every layer.
+
+Each error subclasses both :class:`AisyncError` and the closest built-in exception, so callers
+may catch either (``except FileNotFoundError`` works for a missing object). Every class carries a
+stable ``code`` (used verbatim in JSON error bodies and, later, mapped to S3 codes) and the HTTP
+``status`` that the single error middleware in ``aisync.api`` answers with. Adding a new error
+means adding a class here; nothing else maps errors to statuses.
+"""
+
+from __future__ import annotations
+
+
+class AisyncError(Exception):
+    """Base of every aisync error. ``code`` is stable API; ``message`` is for humans."""
+
+    code: str = "InternalError"
+    status: int = 500
+
+    def __init__(self, message: str = "", **details: object) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        self.details = details
+
+    def to_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidArgument(AisyncError, ValueError):
+    code, status = "InvalidArgument", 400
+
+
+class InvalidBucketName(InvalidArgument):
+    code = "InvalidBucketName"
+
+
+class InvalidObjectName(InvalidArgument):
+    code = "InvalidObjectName"
+
+
+class InvalidRange(AisyncError, ValueError):
+    code, status = "InvalidRange", 416
+
+
+class NotFound(AisyncError, FileNotFoundError):
+    code, status = "NotFound", 404
+
+
+class ObjectNotFound(NotFound):
+    code = "ObjectNotFound"
+
+
+class BucketNotFound(NotFound):
+    code = "BucketNotFound"
+
+
+class BucketAlreadyExists(AisyncError, FileExistsError):
+    code, status = "BucketAlreadyExists", 409
+
+
+class PreconditionFailed(AisyncError):
+    code, status = "PreconditionFailed", 412
+
+
+class StaleMapVersion(AisyncError):
+    """A node was sent a cluster or bucket map older than the one it already holds."""
+
+    code, status = "StaleMapVersion", 409
+
+
+class NotPrimary(AisyncError):
+    """A primary-only operation reached a non-primary proxy that could not forward it."""
+
+    code, status = "NotPrimary", 409
+
+
+class MethodNotAllowed(AisyncError):
+    code, status = "MethodNotAllowed", 405
+
+
+class PayloadTooLarge(AisyncError):
+    code, status = "PayloadTooLarge", 413
+
+
+class IncompleteBody(AisyncError, ValueError):
+    """The client sent fewer bytes than it declared; nothing was stored."""
+
+    code, status = "IncompleteBody", 400
+
+
+class ChecksumMismatch(AisyncError, ValueError):
+    """Bytes received do not match the checksum the client declared; nothing was stored."""
+
+    code, status = "BadDigest", 400
+
+
+class ObjectCorrupted(AisyncError, OSError):
+    """Stored bytes no longer match their recorded checksum; the copy was quarantined."""
+
+    code, status = "ObjectCorrupted", 500
+
+
+class NoTargets(AisyncError):
+    """The cluster map has no active target to place an object on."""
+
+    code, status = "NoActiveTargets", 503
+
+
+class NodeUnavailable(AisyncError, ConnectionError):
+    code, status = "NodeUnavailable", 503
+
+
+class ConfigError(AisyncError, ValueError):
+    code, status = "ConfigError", 400
+
+
+ERRORS_BY_CODE: dict[str, type[AisyncError]] = {
+    cls.code: cls
+    for cls in [
+        AisyncError, InvalidArgument, InvalidBucketName, InvalidObjectName, InvalidRange,
+        NotFound, ObjectNotFound, BucketNotFound, BucketAlreadyExists, PreconditionFailed,
+        StaleMapVersion, NotPrimary, MethodNotAllowed, PayloadTooLarge, IncompleteBody,
+        ChecksumMismatch, ObjectCorrupted, NoTargets, NodeUnavailable, ConfigError,
+    ]
+}
+
+
+def error_from_dict(status: int, body: dict[str, object]) -> AisyncError:
+    """Rebuild a typed error from a JSON error body (used by the SDK)."""
+    code = str(body.get("code", ""))
+    cls = ERRORS_BY_CODE.get(code)
+    if cls is None:
+        cls = {404: NotFound, 400: InvalidArgument, 409: AisyncError, 412: PreconditionFailed,
+               416: InvalidRange, 503: NodeUnavailable}.get(status, AisyncError)
+    err = cls(str(body.get("message", code or f"HTTP {status}")))
+    details = body.get("details")
+    if isinstance(details, dict):
+        err.details = details
+    if cls is AisyncError:
+        err.code, err.status = code or "HTTPError", status
+    return err
