@@ -80,6 +80,12 @@ class StorageSection(_Section):
         description="Objects up to this size are read into memory, checksum-verified on every "
         "GET and sent in one write; larger ones are sent with zero-copy sendfile.",
     )
+    hot_cache_bytes: int = Field(
+        256 * 1024**2,
+        ge=0,
+        description="Memory for a target's cache of hot small objects (verified bytes, LRU; "
+        "dropped on every write or delete of the object). 0 disables it.",
+    )
     verify_on_get: bool = Field(
         False, description="Also verify the checksum of large objects on every GET (slow)."
     )

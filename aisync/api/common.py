@@ -9,6 +9,7 @@ rewritten into the same JSON shape; anything else is logged with its traceback a
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from email.utils import formatdate
@@ -58,10 +59,18 @@ async def error_middleware(request: web.Request, handler):
         return error_response(request, 500, "InternalError", "internal error; see the node log")
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached_ref(name: str, provider: str, namespace: str) -> BucketRef:
+    return BucketRef(name=name, provider=normalize_provider(provider), namespace=namespace)
+
+
 def bucket_ref(request: web.Request) -> BucketRef:
-    provider = normalize_provider(request.query.get("provider", "ais"))
-    return BucketRef(name=request.match_info["bucket"], provider=provider,
-                     namespace=request.query.get("namespace", ""))
+    """The bucket a request names (validated once per distinct bucket, then cached)."""
+    if not request.query_string:
+        return _cached_ref(request.match_info["bucket"], "ais", "")
+    query = request.query
+    return _cached_ref(request.match_info["bucket"], query.get("provider", "ais"),
+                       query.get("namespace", ""))
 
 
 def object_name(request: web.Request) -> str:
@@ -82,7 +91,14 @@ def int_query(request: web.Request, key: str, default: int, lo: int, hi: int) ->
 
 
 def bool_query(request: web.Request, key: str) -> bool:
+    if not request.query_string:
+        return False
     return request.query.get(key, "").lower() in ("1", "true", "yes", "on")
+
+
+@functools.lru_cache(maxsize=1024)
+def http_date(seconds: int) -> str:
+    return formatdate(seconds, usegmt=True)
 
 
 def object_headers(meta: ObjectMetadata) -> dict[str, str]:
@@ -90,7 +106,7 @@ def object_headers(meta: ObjectMetadata) -> dict[str, str]:
         "ETag": f'"{meta.etag}"',
         "X-Aisync-Checksum": meta.checksum,
         "X-Aisync-Mtime-Ns": str(meta.mtime_ns),
-        "Last-Modified": formatdate(meta.mtime_ns / 1e9, usegmt=True),
+        "Last-Modified": http_date(meta.mtime_ns // 1_000_000_000),
         "Accept-Ranges": "bytes",
     }
 

@@ -88,7 +88,8 @@ class TargetNode(NodeRuntime):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.store = ObjectStore(config.resolved_mountpaths(),
-                                 Path(config.data_dir) / "index.db", fsync=config.storage.fsync)
+                                 Path(config.data_dir) / "index.db", fsync=config.storage.fsync,
+                                 hot_cache_bytes=config.storage.hot_cache_bytes)
         self.small = config.storage.small_object_bytes
         r = self.app.router
         r.add_route("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
@@ -141,24 +142,25 @@ class TargetNode(NodeRuntime):
     async def handle_get(self, request: web.Request) -> web.StreamResponse:
         ref = self._bucket(request)
         name = object_name(request)
+        uname = ref.uname
+        hit = self.store.cached(uname, name)
+        if hit is not None:
+            return self._small_response(request, hit[0], hit[1])
+        epoch = self.store.write_epoch(uname, name)
         try:
-            obj = self.store.open(ref.uname, name)
+            obj = self.store.open(uname, name)
         except ObjectNotFound:
             self._redirect_to_owner(request, ref, name)
             raise ObjectNotFound(f"{ref}/{name}: no such object") from None
         try:
+            if obj.size <= self.small and request.method == "GET":
+                data = await self.store.read_verified(obj, epoch)
+                return self._small_response(request, obj.meta, data)
             headers = object_headers(obj.meta)
-            rng = parse_range(request.headers.get("Range"), obj.size)
-            status, offset, count = 200, 0, obj.size
-            if rng is not None:
-                status, (offset, count) = 206, rng
-                headers["Content-Range"] = content_range(offset, count, obj.size)
+            status, offset, count = self._range(request, obj.size, headers)
             if request.method == "HEAD":
                 headers["Content-Length"] = str(count)
                 return web.Response(status=status, headers=headers)
-            if obj.size <= self.small:
-                body = await self.store.read_verified(obj, offset, count)
-                return web.Response(body=body, status=status, headers=headers)
             if self.config.storage.verify_on_get or bool_query(request, "verify"):
                 await self.store.verify(obj)
             response = FdResponse(obj, offset, count, status=status, headers=headers)
@@ -166,6 +168,24 @@ class TargetNode(NodeRuntime):
             return response
         finally:
             obj.close()
+
+    @staticmethod
+    def _range(request: web.Request, size: int, headers: dict) -> tuple[int, int, int]:
+        """(status, offset, count) for the request's Range header; adds Content-Range."""
+        rng = parse_range(request.headers.get("Range"), size)
+        if rng is None:
+            return 200, 0, size
+        headers["Content-Range"] = content_range(rng[0], rng[1], size)
+        return 206, rng[0], rng[1]
+
+    def _small_response(self, request: web.Request, meta, data: bytes) -> web.Response:
+        headers = object_headers(meta)
+        status, offset, count = self._range(request, meta.size, headers)
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(count)
+            return web.Response(status=status, headers=headers)
+        body = data if count == meta.size else data[offset:offset + count]
+        return web.Response(body=body, status=status, headers=headers)
 
     async def handle_put(self, request: web.Request) -> web.Response:
         ref = self._bucket(request)

@@ -36,6 +36,7 @@ class Mountpath:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self.objects = self.root / "objects"
+        self._objects_str = str(self.objects)
         self.tmp = self.root / "tmp"
         self.quarantine = self.root / "quarantine"
         self.trash = self.root / "trash"
@@ -73,9 +74,10 @@ class Mountpath:
     def bucket_dir(self, bucket_uname: str) -> Path:
         return self.objects / bucket_uname
 
-    def object_path(self, bucket_uname: str, object_name: str) -> Path:
+    def object_path(self, bucket_uname: str, object_name: str) -> str:
+        """Where the object lives (a plain string: this is on every request's hot path)."""
         digest = xxhash.xxh3_128_hexdigest(object_name.encode("utf-8", "surrogatepass"))
-        return self.objects / bucket_uname / digest[:2] / digest
+        return f"{self._objects_str}/{bucket_uname}/{digest[:2]}/{digest}"
 
     def temp_path(self) -> Path:
         return self.tmp / uuid.uuid4().hex

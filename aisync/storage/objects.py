@@ -22,6 +22,7 @@ import asyncio
 import errno
 import os
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class OpenObject:
 
     fd: int
     meta: ObjectMetadata
-    path: Path
+    path: str
     mountpath: Mountpath
 
     @property
@@ -72,9 +73,54 @@ class OpenObject:
             self.fd = -1
 
 
+class HotCache:
+    """A bounded LRU of small objects' verified bytes, keyed by (bucket, name).
+
+    Entries are immutable ``(metadata, bytes)`` pairs. Every write or delete of an object bumps its
+    lock stripe's counter and drops the entry under the object's lock; a reader that loaded bytes
+    from disk inserts them only if its stripe's counter did not move meanwhile, so a read racing
+    a write can never leave an old version in the cache.
+    """
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity = capacity_bytes
+        self.size = 0
+        self._entries: OrderedDict[tuple[str, str], tuple[ObjectMetadata, bytes]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple[str, str]) -> tuple[ObjectMetadata, bytes] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def put(self, key: tuple[str, str], meta: ObjectMetadata, data: bytes) -> None:
+        if len(data) > self.capacity:
+            return
+        self.drop(key)
+        self._entries[key] = (meta, data)
+        self.size += len(data)
+        while self.size > self.capacity:
+            _, (_, old) = self._entries.popitem(last=False)
+            self.size -= len(old)
+
+    def drop(self, key: tuple[str, str]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.size -= len(entry[1])
+
+    def drop_bucket(self, bucket: str) -> None:
+        for key in [k for k in self._entries if k[0] == bucket]:
+            self.drop(key)
+
+
 class ObjectStore:
     def __init__(self, mountpaths: list[Path], index_path: Path, *, fsync: bool = True,
-                 io_threads: int = 8) -> None:
+                 io_threads: int = 8, hot_cache_bytes: int = 256 << 20) -> None:
         if not mountpaths:
             raise InvalidArgument("a target needs at least one mountpath")
         self.mountpaths = [Mountpath(p) for p in mountpaths]
@@ -83,6 +129,8 @@ class ObjectStore:
         self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="aisync-io")
         self._index_writer = ThreadPoolExecutor(1, thread_name_prefix="aisync-index")
         self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
+        self._stripe_writes = [0] * _LOCK_STRIPES
+        self.hot = HotCache(hot_cache_bytes)
         self._seeded: tuple[tuple[int, str], ...] = ()
         self._by_id: dict[str, Mountpath] = {}
         self._known_dirs: set[str] = set()
@@ -115,9 +163,18 @@ class ObjectStore:
             return self.mountpaths
         return [self._by_id[i] for i in hrw.rank(f"{bucket}/{name}", self._seeded)]
 
-    def _lock(self, bucket: str, name: str) -> asyncio.Lock:
+    @staticmethod
+    def _stripe(bucket: str, name: str) -> int:
         key = f"{bucket}/{name}".encode("utf-8", "surrogatepass")
-        return self._locks[xxhash.xxh3_64_intdigest(key) % _LOCK_STRIPES]
+        return xxhash.xxh3_64_intdigest(key) % _LOCK_STRIPES
+
+    def _lock(self, bucket: str, name: str) -> asyncio.Lock:
+        return self._locks[self._stripe(bucket, name)]
+
+    def _changed(self, bucket: str, name: str) -> None:
+        """Call under the object's lock whenever its bytes change or vanish."""
+        self._stripe_writes[self._stripe(bucket, name)] += 1
+        self.hot.drop((bucket, name))
 
     # -- writes --
     async def put(self, bucket: str, name: str, chunks: AsyncIterable[bytes], *,
@@ -168,6 +225,7 @@ class ObjectStore:
                                            temp, final, stale)
                 fd = -1
                 committed = True
+                self._changed(bucket, name)
                 await loop.run_in_executor(self._index_writer, self.index.upsert, meta)
             return meta
         finally:
@@ -182,7 +240,7 @@ class ObjectStore:
                 await loop.run_in_executor(self._io, _unlink_quiet, temp)
 
     def _commit(self, fd: int, tail: bytes, meta: ObjectMetadata, temp: Path,
-                final: Path, stale: list[Path]) -> None:
+                final_path: str, stale: list[str]) -> None:
         try:
             if tail:
                 _write_all(fd, tail)
@@ -191,6 +249,7 @@ class ObjectStore:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        final = Path(final_path)
         parent = str(final.parent)
         if parent not in self._known_dirs:
             os.makedirs(parent, exist_ok=True)
@@ -207,6 +266,7 @@ class ObjectStore:
     async def delete(self, bucket: str, name: str) -> None:
         loop = asyncio.get_running_loop()
         async with self._lock(bucket, name):
+            self._changed(bucket, name)
             found = False
             for mp in self.ranked_mountpaths(bucket, name):
                 found |= await loop.run_in_executor(
@@ -215,8 +275,8 @@ class ObjectStore:
         if not found:
             raise ObjectNotFound(f"{bucket}/{name}: no such object")
 
-    def _unlink_durable(self, path: Path, name: str) -> bool:
-        meta = read_metadata(str(path))
+    def _unlink_durable(self, path: str, name: str) -> bool:
+        meta = read_metadata(path)
         if meta is None or meta.name != name:
             return False
         try:
@@ -224,7 +284,7 @@ class ObjectStore:
         except FileNotFoundError:
             return False
         if self.fsync:
-            _fsync_dir(path.parent)
+            _fsync_dir(os.path.dirname(path))
         return True
 
     # -- reads --
@@ -243,9 +303,20 @@ class ObjectStore:
             return OpenObject(fd=fd, meta=meta, path=path, mountpath=mp)
         raise ObjectNotFound(f"{bucket}/{name}: no such object")
 
-    async def read_verified(self, obj: OpenObject, offset: int = 0,
-                            length: int | None = None) -> bytes:
-        """Read a small object whole, verify its checksum, return the requested slice."""
+    def cached(self, bucket: str, name: str) -> tuple[ObjectMetadata, bytes] | None:
+        """A small object's metadata and verified bytes from memory, if they are there."""
+        return self.hot.get((bucket, name))
+
+    def write_epoch(self, bucket: str, name: str) -> int:
+        """Take before ``open``; pass to :meth:`read_verified` so it may fill the cache."""
+        return self._stripe_writes[self._stripe(bucket, name)]
+
+    async def read_verified(self, obj: OpenObject, epoch: int | None = None) -> bytes:
+        """Read a small object whole and verify its checksum (quarantine on mismatch).
+
+        With the ``epoch`` taken before the object was opened, the verified bytes enter the hot
+        cache unless a write to the object happened since.
+        """
         size = obj.size
         data = _read_nowait(obj.fd, size)
         if data is None:
@@ -254,10 +325,10 @@ class ObjectStore:
             await self.quarantine(obj)
             raise ObjectCorrupted(f"{obj.meta.bucket}/{obj.meta.name}: stored bytes fail their "
                                   "checksum; the copy was quarantined")
-        if offset == 0 and (length is None or length == size):
-            return data
-        end = size if length is None else offset + length
-        return data[offset:end]
+        bucket, name = obj.meta.bucket, obj.meta.name
+        if epoch is not None and epoch == self.write_epoch(bucket, name):
+            self.hot.put((bucket, name), obj.meta, data)
+        return data
 
     async def verify(self, obj: OpenObject) -> None:
         """Re-hash a whole object from disk; quarantine and raise on mismatch."""
@@ -280,7 +351,8 @@ class ObjectStore:
         loop = asyncio.get_running_loop()
         bucket, name = obj.meta.bucket, obj.meta.name
         async with self._lock(bucket, name):
-            dest = obj.mountpath.quarantine / f"{obj.path.name}.{time.time_ns()}"
+            self._changed(bucket, name)
+            dest = obj.mountpath.quarantine / f"{os.path.basename(obj.path)}.{time.time_ns()}"
             try:
                 await loop.run_in_executor(self._io, os.rename, obj.path, dest)
             except FileNotFoundError:
@@ -301,6 +373,8 @@ class ObjectStore:
         for mp in self.mountpaths:
             await loop.run_in_executor(self._io, mp.move_bucket_to_trash, bucket)
         self._known_dirs = {d for d in self._known_dirs if f"/{bucket}/" not in d + "/"}
+        self._stripe_writes = [n + 1 for n in self._stripe_writes]
+        self.hot.drop_bucket(bucket)
         await loop.run_in_executor(self._index_writer, self.index.remove_bucket, bucket)
         for mp in self.mountpaths:
             await loop.run_in_executor(self._io, mp.empty_trash)
@@ -332,7 +406,7 @@ def _read_nowait(fd: int, size: int) -> bytes | None:
     return bytes(buf)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -340,7 +414,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _unlink_quiet(path: Path) -> None:
+def _unlink_quiet(path: Path | str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
