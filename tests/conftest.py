@@ -1,0 +1,21 @@
+"""Shared fixtures. Cluster fixtures start real node processes (see ``tests/harness.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import LocalCluster
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """1 proxy + 3 targets, shared by the tests of one module (each test uses its own bucket)."""
+    with LocalCluster(targets=3, proxies=1) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def cluster2():
+    """2 proxies + 3 targets, 2 mountpaths per target."""
+    with LocalCluster(targets=3, proxies=2, mountpaths=2) as c:
+        yield c

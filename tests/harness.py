@@ -1,0 +1,220 @@
+"""A real aisync cluster for tests: node processes on loopback ports chosen at run time.
+
+``LocalCluster`` writes one YAML config per node under a temp directory, spawns each node as
+``python -m aisync node --config FILE`` (the same command operators run), waits until the
+primary's cluster map lists every target as active and every proxy is ready, and on ``stop()``
+terminates every process it started (SIGKILL after a grace period) and removes the directory.
+Keepalive runs fast here (0.3 s interval, dead after 1.5 s) so membership tests finish quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url: str, method: str = "GET", body: bytes | None = None,
+              timeout: float = 5.0) -> tuple[int, dict]:
+    req = urllib.request.Request(url, method=method, data=body)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else {}
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw) if raw else {}
+        except ValueError:
+            return exc.code, {"raw": raw.decode(errors="replace")}
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError) as exc:
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+@dataclass
+class Node:
+    id: str
+    role: str
+    port: int
+    dir: Path
+    config: Path
+    process: subprocess.Popen | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.dir / "node.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class LocalCluster:
+    def __init__(self, targets: int = 3, proxies: int = 1, mountpaths: int = 1,
+                 extra: dict | None = None, base: Path | None = None) -> None:
+        self.base = Path(base or tempfile.mkdtemp(prefix="aisync-test-"))
+        self.nodes: list[Node] = []
+        self.extra = extra or {}
+        primary_port = free_port()
+        for i in range(proxies):
+            self._add(f"proxy-{i}", "proxy", primary_port if i == 0 else free_port(), 0)
+        for i in range(targets):
+            self._add(f"target-{i}", "target", free_port(), mountpaths)
+
+    @property
+    def primary(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def proxies(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "proxy"]
+
+    @property
+    def targets(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "target"]
+
+    @property
+    def endpoint(self) -> str:
+        return self.primary.url
+
+    def node(self, node_id: str) -> Node:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def _add(self, node_id: str, role: str, port: int, mountpaths: int) -> None:
+        ndir = self.base / node_id
+        ndir.mkdir(parents=True)
+        cfg: dict = {
+            "role": role, "node_id": node_id, "host": "127.0.0.1", "port": port,
+            "data_dir": str(ndir), "logging": {"format": "json", "level": "INFO"},
+            "keepalive": {"interval": "300ms", "dead_after": "1500ms", "request_timeout": "1s"},
+            "cluster": {"name": "test-zone"},
+        }
+        if self.nodes:
+            cfg["cluster"]["primary_url"] = self.nodes[0].url
+        if role == "target":
+            cfg["storage"] = {"mountpaths": [str(ndir / f"mp{i}") for i in range(mountpaths)]}
+        for key, value in self.extra.items():
+            if isinstance(value, dict):
+                cfg.setdefault(key, {}).update(value)
+            else:
+                cfg[key] = value
+        path = ndir / "node.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        self.nodes.append(Node(node_id, role, port, ndir, path))
+
+    # -- processes --
+    def start_node(self, node: Node) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AISYNC_")}
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        with open(node.log, "ab") as log:
+            node.process = subprocess.Popen(
+                [sys.executable, "-m", "aisync", "node", "--config", str(node.config)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.base,
+                start_new_session=True)
+
+    def start(self, timeout: float = 60.0) -> LocalCluster:
+        try:
+            self.start_node(self.primary)
+            wait_for(lambda: self._health(self.primary), timeout, "the primary proxy")
+            for node in self.nodes[1:]:
+                self.start_node(node)
+            self.wait_ready(timeout)
+        except BaseException:
+            self.dump_logs()
+            self.stop()
+            raise
+        return self
+
+    def _health(self, node: Node) -> bool:
+        if node.process is not None and node.process.poll() is not None:
+            raise RuntimeError(f"{node.id} exited with {node.process.returncode}:\n"
+                               + node.log.read_text()[-3000:])
+        return http_json(f"{node.url}/v1/health", timeout=1)[0] == 200
+
+    def cluster_map(self, via: Node | None = None) -> dict:
+        status, body = http_json(f"{(via or self.primary).url}/v1/cluster/map")
+        if status != 200:
+            raise ValueError(f"cluster map: HTTP {status}")
+        return body
+
+    def active_targets(self) -> set[str]:
+        nodes = self.cluster_map()["nodes"]
+        return {i for i, n in nodes.items() if n["role"] == "target" and n["state"] == "active"}
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        want = {n.id for n in self.targets if n.process and n.process.poll() is None}
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                wait_for(lambda n=node: self._health(n), timeout, f"{node.id} to serve")
+        wait_for(lambda: want <= self.active_targets(), timeout, "all targets active")
+        for proxy in self.proxies:
+            wait_for(lambda p=proxy: http_json(f"{p.url}/v1/health/ready")[0] == 200,
+                     timeout, f"{proxy.id} ready")
+
+    def kill(self, node: Node, sig: int = signal.SIGKILL) -> None:
+        if node.process is not None and node.process.poll() is None:
+            os.killpg(node.process.pid, sig)
+            node.process.wait(timeout=15)
+
+    def stop_node(self, node: Node) -> None:
+        if node.process is None or node.process.poll() is not None:
+            return
+        node.process.send_signal(signal.SIGTERM)
+        try:
+            node.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill(node)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            try:
+                self.stop_node(node)
+            except Exception:
+                self.kill(node)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def dump_logs(self) -> None:
+        for node in self.nodes:
+            if node.log.exists():
+                sys.stderr.write(f"--- {node.id} log tail ---\n{node.log.read_text()[-2000:]}\n")
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None:
+            self.dump_logs()
+        self.stop()
