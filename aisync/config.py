@@ -23,6 +23,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from aisync.util.errors import ConfigError
 
 ENV_PREFIX = "AISYNC_"
+#: ``AISYNC_*`` variables that belong to tools (CLI, tests), not to a node's configuration.
+NOT_NODE_SETTINGS = frozenset({"CONFIG", "ENDPOINT", "CLUSTER_DIR", "SKIP_POSTGRES"})
 _DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -165,7 +167,7 @@ def env_overrides(environ: dict[str, str] | None = None, prefix: str = ENV_PREFI
     environ = dict(os.environ if environ is None else environ)
     tree: dict[str, Any] = {}
     for key, raw in environ.items():
-        if not key.startswith(prefix) or key == f"{prefix}CONFIG":
+        if not key.startswith(prefix) or key[len(prefix):] in NOT_NODE_SETTINGS:
             continue
         path = [part.lower() for part in key[len(prefix):].split("__") if part]
         if not path:

@@ -99,6 +99,8 @@ def test_config_layers_file_env_overrides(tmp_path):
     cfg = load_node_config(path, environ={"AISYNC_PORT": "7000",
                                           "AISYNC_KEEPALIVE__DEAD_AFTER": "9s",
                                           "AISYNC_STORAGE__MOUNTPATHS": "[/a, /b]",
+                                          "AISYNC_ENDPOINT": "http://cli-only",
+                                          "AISYNC_CLUSTER_DIR": "/cli/only",
                                           "OTHER": "x"})
     assert (cfg.role, cfg.port) == ("target", 7000)
     assert (cfg.keepalive.interval, cfg.keepalive.dead_after) == (3.0, 9.0)

@@ -1,0 +1,152 @@
+"""``aisync bucket create|ls|show|rm``."""
+
+from __future__ import annotations
+
+import click
+
+from aisync.cli.common import (
+    UsageFailure,
+    bucket_arg,
+    echo_json,
+    human_bytes,
+    print_table,
+    run,
+    state_of,
+    stdin_is_tty,
+)
+
+
+@click.group()
+def bucket() -> None:
+    """Create, list, inspect and destroy buckets.
+
+    \b
+    Example:
+      aisync bucket create ais://train
+      aisync bucket ls
+    """
+
+
+@bucket.command()
+@click.argument("uri")
+@click.pass_context
+def create(ctx: click.Context, uri: str) -> None:
+    """Create a bucket.
+
+    \b
+    Example:
+      aisync bucket create ais://train
+    """
+    ref = bucket_arg(uri)
+
+    async def go() -> None:
+        async with state_of(ctx).client() as client:
+            await client.create_bucket(ref)
+
+    run(go())
+    click.echo(f"created {ref}")
+
+
+@bucket.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw bucket list as JSON.")
+@click.pass_context
+def ls(ctx: click.Context, as_json: bool) -> None:
+    """List the cluster's buckets.
+
+    \b
+    Example:
+      aisync bucket ls --json
+    """
+
+    async def go() -> list[dict]:
+        async with state_of(ctx).client() as client:
+            return await client.list_buckets()
+
+    buckets = run(go())
+    if as_json:
+        echo_json(buckets)
+        return
+    rows = []
+    for b in buckets:
+        ns = f"@{b['namespace']}/" if b.get("namespace") else ""
+        rows.append([f"{b.get('provider', 'ais')}://{ns}{b.get('name', '?')}",
+                     str(b.get("created", "-"))])
+    print_table(rows, ["BUCKET", "CREATED"])
+    if not rows:
+        click.echo("(no buckets)", err=True)
+
+
+@bucket.command()
+@click.argument("uri")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw bucket info as JSON.")
+@click.pass_context
+def show(ctx: click.Context, uri: str, as_json: bool) -> None:
+    """Show a bucket's properties, object count and total size.
+
+    \b
+    Example:
+      aisync bucket show ais://train
+    """
+    ref = bucket_arg(uri)
+
+    async def go() -> dict:
+        async with state_of(ctx).client() as client:
+            return await client.bucket_info(ref)
+
+    info = run(go())
+    if as_json:
+        echo_json(info)
+        return
+    rows = [("bucket", str(ref))]
+    for key in sorted(info):
+        if key in ("name", "provider"):
+            continue
+        value = info[key]
+        if key == "bytes":
+            value = f"{value} ({human_bytes(value)})"
+        rows.append((key, "-" if value in (None, "") else str(value)))
+    width = max(len(k) for k, _ in rows) + 1
+    for key, value in rows:
+        click.echo(f"{key + ':':<{width}} {value}")
+
+
+@bucket.command()
+@click.argument("uri")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="Only show what would be destroyed.")
+@click.pass_context
+def rm(ctx: click.Context, uri: str, yes: bool, dry_run: bool) -> None:
+    """Destroy a bucket and EVERY object in it.
+
+    Asks for confirmation unless --yes is given (without a terminal, --yes is required).
+
+    \b
+    Example:
+      aisync bucket rm ais://scratch --dry-run
+      aisync bucket rm ais://scratch --yes
+    """
+    ref = bucket_arg(uri)
+    client_state = state_of(ctx)
+
+    async def info() -> dict:
+        async with client_state.client() as client:
+            return await client.bucket_info(ref)
+
+    if dry_run or not yes:
+        doc = run(info())
+        summary = (f"{ref}: {doc.get('objects', '?')} object(s), "
+                   f"{human_bytes(doc.get('bytes'))}")
+        if dry_run:
+            click.echo(f"would destroy {summary}")
+            return
+        if not stdin_is_tty():
+            raise UsageFailure(f"refusing to destroy {summary} without --yes "
+                               "(no terminal to confirm on)")
+        click.confirm(f"destroy {summary}?", abort=True, err=True)
+
+    async def destroy() -> None:
+        async with client_state.client() as client:
+            await client.destroy_bucket(ref)
+
+    run(destroy())
+    click.echo(f"destroyed {ref}")
