@@ -206,6 +206,23 @@ class LocalCluster:
                 self.kill(node)
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def unhandled_errors(self) -> list[str]:
+        """Unhandled exceptions the nodes logged: always a bug (errors must map to 4xx/5xx)."""
+        found = []
+        for node in self.nodes:
+            if not node.log.exists():
+                continue
+            for line in node.log.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("level") == "error" and (
+                        record.get("logger") == "aiohttp.server"
+                        or str(record.get("msg", "")).startswith("unhandled error")):
+                    found.append(f"{node.id}: {record.get('msg')}\n{record.get('exc', '')}")
+        return found
+
     def dump_logs(self) -> None:
         for node in self.nodes:
             if node.log.exists():
@@ -217,4 +234,7 @@ class LocalCluster:
     def __exit__(self, *exc) -> None:
         if exc[0] is not None:
             self.dump_logs()
+        errors = self.unhandled_errors()
         self.stop()
+        if errors and exc[0] is None:
+            raise AssertionError("nodes logged unhandled exceptions:\n" + "\n".join(errors))

@@ -51,6 +51,8 @@ class FdResponse(web.StreamResponse):
         self.content_length = count
 
     async def prepare(self, request: web.BaseRequest):
+        if self.prepared:  # aiohttp calls prepare again when the handler returns
+            return await super().prepare(request)
         writer = await super().prepare(request)
         if request.method == "HEAD" or self._count == 0:
             await super().write_eof()

@@ -18,6 +18,7 @@ from aisync import __version__
 from aisync.cli.bucket import bucket
 from aisync.cli.cluster import cluster
 from aisync.cli.common import DEFAULT_ENDPOINT, CliError, CliState, UsageFailure, describe_oserror
+from aisync.cli.demo import demo
 from aisync.cli.node import node
 from aisync.cli.objects import object_group
 from aisync.util.errors import AisyncError, ConfigError
@@ -78,6 +79,7 @@ def cli(ctx: click.Context, endpoint: str | None, verbose: int) -> None:
 
 
 cli.add_command(node)
+cli.add_command(demo)
 cli.add_command(cluster)
 cli.add_command(bucket)
 cli.add_command(object_group)

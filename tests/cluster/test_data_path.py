@@ -166,3 +166,29 @@ def _send(req):
         import json
 
         return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("size", [3000, 300_000])
+def test_keep_alive_connection_serves_many_gets(cluster, client, bucket, size):
+    import http.client
+    from urllib.parse import urlparse
+
+    data = os.urandom(size)
+    client.put_object(bucket, "ka", data)
+    owner = client.head_object(bucket, "ka")  # warm
+    assert owner.size == size
+    u = urlparse(cluster.endpoint)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("HEAD", f"/v1/objects/{bucket}/ka")
+    location = urlparse(conn.getresponse().getheader("Location"))
+    conn.close()
+    conn = http.client.HTTPConnection(location.hostname, location.port, timeout=10)
+    for _ in range(5):  # one TCP connection, five full GETs and a HEAD
+        conn.request("GET", location.path)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == data
+        conn.request("HEAD", location.path)
+        resp = conn.getresponse()
+        resp.read()
+        assert int(resp.getheader("Content-Length")) == size
+    conn.close()

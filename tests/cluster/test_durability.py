@@ -108,7 +108,7 @@ def test_concurrent_put_and_get_never_tear(fresh, size):
         reads = [0]
 
         def writer():
-            for round_ in range(6):
+            for _ in range(6):
                 for v in versions:
                     client.put_object(bucket, "hot", v)
             stop.set()
