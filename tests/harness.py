@@ -180,9 +180,10 @@ class LocalCluster:
             if node.process is not None and node.process.poll() is None:
                 wait_for(lambda n=node: self._health(n), timeout, f"{node.id} to serve")
         wait_for(lambda: want <= self.active_targets(), timeout, "all targets active")
-        for proxy in self.proxies:
-            wait_for(lambda p=proxy: http_json(f"{p.url}/v1/health/ready")[0] == 200,
-                     timeout, f"{proxy.id} ready")
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is None:
+                wait_for(lambda n=node: http_json(f"{n.url}/v1/health/ready")[0] == 200,
+                         timeout, f"{node.id} ready")
 
     def kill(self, node: Node, sig: int = signal.SIGKILL) -> None:
         if node.process is not None and node.process.poll() is None:

@@ -49,14 +49,17 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     runner = web.AppRunner(node.app, access_log=log if config.logging.access_log else None,
                            handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    # Listen first, so the URL in the map is reachable by the time others learn it.
-    if sock is not None:
-        site: web.BaseSite = web.SockSite(runner, sock, backlog=1024)
-    else:
-        site = web.TCPSite(runner, config.host, config.port, backlog=1024, reuse_address=True)
-    await site.start()
     try:
+        # State first (catalog, maps, object store), then listen: no request ever meets a
+        # half-started node. A target joins in the background; the primary's answer to the join
+        # carries the maps, so it does not matter that its metasync may find us not listening.
         await node.start()
+        if sock is not None:
+            site: web.BaseSite = web.SockSite(runner, sock, backlog=1024)
+        else:
+            site = web.TCPSite(runner, config.host, config.port, backlog=1024,
+                               reuse_address=True)
+        await site.start()
         log.info("%s %s serving at %s", config.role, node.node_id, config.url,
                  extra={"url": config.url, "cluster": config.cluster.name})
         await stop.wait()
