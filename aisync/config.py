@@ -100,6 +100,15 @@ class HttpSection(_Section):
         "(native clients follow it); 'reverse' streams through the proxy. A request may ask for "
         "either with ?mode=redirect|reverse.",
     )
+    read_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Target only: extra processes that share the target's port and serve object "
+        "GET/HEAD from disk (everything else goes to the main process). One Python process "
+        "serves one request at a time, so on a dedicated storage host set this to about the "
+        "number of cores minus one.",
+    )
     client_timeout: Duration = Field(
         30.0, description="Timeout for node-to-node control requests (metasync, join, status)."
     )

@@ -7,10 +7,15 @@ import pytest
 from tests.harness import LocalCluster
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """1 proxy + 3 targets, shared by the tests of one module (each test uses its own bucket)."""
-    with LocalCluster(targets=3, proxies=1) as c:
+@pytest.fixture(scope="module", params=[0, 1], ids=["one-process", "read-workers"])
+def cluster(request):
+    """1 proxy + 3 targets, shared by the tests of one module (each test uses its own bucket).
+
+    Every test runs twice: targets as a single process, and with a read worker beside each
+    target (object GETs may then be served by either process).
+    """
+    with LocalCluster(targets=3, proxies=1,
+                      extra={"http": {"read_workers": request.param}}) as c:
         yield c
 
 

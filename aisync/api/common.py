@@ -1,10 +1,8 @@
-"""Shared HTTP pieces: the one error middleware, request parsing, object headers, ranges.
+"""Shared HTTP pieces: error responses, request parsing, object headers, ranges.
 
-The middleware is the only place that turns exceptions into responses: an ``AisyncError`` becomes
-its ``status`` with a JSON ``{"code", "message"}`` body (for HEAD, the code travels in the
-``X-Aisync-Error-Code`` header); aiohttp's own HTTP exceptions (404 for unknown routes, 405) are
-rewritten into the same JSON shape; anything else is logged with its traceback and answered 500
-``InternalError`` without internal details.
+Every error answer has the same shape: the error's ``status`` with a JSON ``{"code", "message"}``
+body (for HEAD, the code travels in the ``X-Aisync-Error-Code`` header). The router
+(``aisync.api.router``) is the one place that turns exceptions into such answers.
 """
 
 from __future__ import annotations
@@ -17,17 +15,13 @@ from email.utils import formatdate
 from aiohttp import web
 
 from aisync.storage.metadata import ObjectMetadata
-from aisync.util.errors import AisyncError, InvalidArgument, InvalidRange
+from aisync.util.errors import InvalidArgument, InvalidRange
 from aisync.util.names import BucketRef, normalize_provider, validate_object_name
 
 log = logging.getLogger("aisync.api")
 
 ERROR_HEADER = "X-Aisync-Error-Code"
-_HTTP_CODES = {400: "InvalidArgument", 404: "NotFound", 405: "MethodNotAllowed",
-               413: "PayloadTooLarge", 414: "InvalidArgument", 431: "InvalidArgument"}
-
-
-def error_response(request: web.Request, status: int, code: str, message: str,
+def error_response(request: web.BaseRequest, status: int, code: str, message: str,
                    details: dict | None = None) -> web.Response:
     headers = {ERROR_HEADER: code}
     if status == 416 and details and "size" in details:
@@ -40,44 +34,25 @@ def error_response(request: web.Request, status: int, code: str, message: str,
     return web.json_response(body, status=status, headers=headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except AisyncError as exc:
-        return error_response(request, exc.status, exc.code, exc.message, exc.details or None)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _HTTP_CODES.get(exc.status, "HTTPError")
-        return error_response(request, exc.status, code, exc.reason)
-    except (ConnectionResetError, TimeoutError) as exc:
-        log.info("client went away: %s %s (%s)", request.method, request.path, exc)
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(request, 500, "InternalError", "internal error; see the node log")
-
-
 @functools.lru_cache(maxsize=4096)
 def _cached_ref(name: str, provider: str, namespace: str) -> BucketRef:
     return BucketRef(name=name, provider=normalize_provider(provider), namespace=namespace)
 
 
-def bucket_ref(request: web.Request) -> BucketRef:
+def bucket_ref(request: web.BaseRequest) -> BucketRef:
     """The bucket a request names (validated once per distinct bucket, then cached)."""
     if not request.query_string:
-        return _cached_ref(request.match_info["bucket"], "ais", "")
+        return _cached_ref(request["match"]["bucket"], "ais", "")
     query = request.query
-    return _cached_ref(request.match_info["bucket"], query.get("provider", "ais"),
+    return _cached_ref(request["match"]["bucket"], query.get("provider", "ais"),
                        query.get("namespace", ""))
 
 
-def object_name(request: web.Request) -> str:
-    return validate_object_name(request.match_info.get("name", ""))
+def object_name(request: web.BaseRequest) -> str:
+    return validate_object_name(request["match"].get("name", ""))
 
 
-def int_query(request: web.Request, key: str, default: int, lo: int, hi: int) -> int:
+def int_query(request: web.BaseRequest, key: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(key)
     if raw is None or raw == "":
         return default
@@ -90,7 +65,7 @@ def int_query(request: web.Request, key: str, default: int, lo: int, hi: int) ->
     return value
 
 
-def bool_query(request: web.Request, key: str) -> bool:
+def bool_query(request: web.BaseRequest, key: str) -> bool:
     if not request.query_string:
         return False
     return request.query.get(key, "").lower() in ("1", "true", "yes", "on")

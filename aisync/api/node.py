@@ -36,6 +36,8 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
     if config.port == 0:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if config.role == "target" and config.http.read_workers:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((config.host, 0))
         config = config.model_copy(update={"port": sock.getsockname()[1]})
     node = build_node(config)
@@ -46,8 +48,8 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    runner = web.AppRunner(node.app, access_log=log if config.logging.access_log else None,
-                           handle_signals=False, shutdown_timeout=5.0)
+    server = web.Server(node.router, access_log=log if config.logging.access_log else None)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     try:
         # State first (catalog, maps, object store), then listen: no request ever meets a
@@ -58,8 +60,11 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             site: web.BaseSite = web.SockSite(runner, sock, backlog=1024)
         else:
             site = web.TCPSite(runner, config.host, config.port, backlog=1024,
-                               reuse_address=True)
+                               reuse_address=True,
+                               reuse_port=bool(config.role == "target"
+                                               and config.http.read_workers))
         await site.start()
+        await node.after_listen(runner)
         log.info("%s %s serving at %s", config.role, node.node_id, config.url,
                  extra={"url": config.url, "cluster": config.cluster.name})
         await stop.wait()

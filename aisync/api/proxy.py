@@ -18,10 +18,10 @@ from aiohttp import web
 
 from aisync.api.common import (
     bucket_ref,
-    error_response,
     int_query,
     object_name,
 )
+from aisync.api.relay import relay
 from aisync.api.runtime import NodeRuntime
 from aisync.cluster.maps import BucketProps, NodeInfo
 from aisync.cluster.primary import Primary
@@ -36,9 +36,6 @@ from aisync.util.names import BucketRef, validate_prefix
 
 log = logging.getLogger("aisync.proxy")
 MAX_PAGE = 10000
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-               "trailers", "transfer-encoding", "upgrade", "host", "content-length", "expect"}
-_STREAM_CHUNK = 1 << 20
 
 
 class ProxyNode(NodeRuntime):
@@ -48,19 +45,19 @@ class ProxyNode(NodeRuntime):
         super().__init__(config)
         self.primary: Primary | None = None
         self.mode = config.http.proxy_mode
-        r = self.app.router
+        r = self.router
         for method in ("GET", "HEAD", "DELETE"):
-            r.add_route(method, "/v1/objects/{bucket}/{name:.+}", self.handle_object)
-        r.add_route("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_object,
-                    expect_handler=self.expect_put)
-        r.add_get("/v1/buckets", self.handle_list_buckets)
-        r.add_route("PUT", "/v1/buckets/{bucket}", self.handle_create_bucket)
-        r.add_route("HEAD", "/v1/buckets/{bucket}", self.handle_head_bucket)
-        r.add_route("DELETE", "/v1/buckets/{bucket}", self.handle_destroy_bucket)
-        r.add_get("/v1/buckets/{bucket}", self.handle_list_objects, allow_head=False)
-        r.add_get("/v1/buckets/{bucket}/info", self.handle_bucket_info)
-        r.add_get("/v1/cluster/status", self.handle_cluster_status)
-        r.add_post("/v1/cluster/join", self.handle_join)
+            r.add(method, "/v1/objects/{bucket}/{name:.+}", self.handle_object)
+        r.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_object,
+              expect=self.expect_put)
+        r.add("GET", "/v1/buckets", self.handle_list_buckets)
+        r.add("PUT", "/v1/buckets/{bucket}", self.handle_create_bucket)
+        r.add("HEAD", "/v1/buckets/{bucket}", self.handle_head_bucket)
+        r.add("DELETE", "/v1/buckets/{bucket}", self.handle_destroy_bucket)
+        r.add("GET", "/v1/buckets/{bucket}", self.handle_list_objects)
+        r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info)
+        r.add("GET", "/v1/cluster/status", self.handle_cluster_status)
+        r.add("POST", "/v1/cluster/join", self.handle_join)
 
     @property
     def is_primary(self) -> bool:
@@ -82,14 +79,14 @@ class ProxyNode(NodeRuntime):
         return self.joined.is_set() and cmap is not None and bool(cmap.active_targets)
 
     # -- helpers --
-    def _bucket(self, request: web.Request) -> tuple[BucketRef, BucketProps]:
+    def _bucket(self, request: web.BaseRequest) -> tuple[BucketRef, BucketProps]:
         ref = bucket_ref(request)
         props = self.state.bmap.get(ref) if self.state.bmap else None
         if props is None:
             raise BucketNotFound(f"bucket {ref} does not exist")
         return ref, props
 
-    def _owner(self, request: web.Request) -> NodeInfo:
+    def _owner(self, request: web.BaseRequest) -> NodeInfo:
         ref, _ = self._bucket(request)
         name = object_name(request)
         cmap = self.state.cmap
@@ -97,73 +94,45 @@ class ProxyNode(NodeRuntime):
             raise NodeUnavailable("this proxy has no cluster map yet")
         return cmap.owner(ref, name)
 
-    def _mode(self, request: web.Request) -> str:
+    def _mode(self, request: web.BaseRequest) -> str:
         mode = request.query.get("mode", self.mode)
         if mode not in ("redirect", "reverse"):
             raise InvalidArgument("mode must be 'redirect' or 'reverse'")
         return mode
 
     # -- objects --
-    async def expect_put(self, request: web.Request) -> web.StreamResponse | None:
-        """Answer ``Expect: 100-continue`` with the redirect itself: the body never comes here."""
-        if request.headers.get("Expect", "").lower() != "100-continue":
-            return None
-        try:
-            owner = self._owner(request)
-            if self._mode(request) == "redirect":
-                return web.Response(status=307, headers={"Location":
-                                                         f"{owner.url}{request.path_qs}"})
-        except AisyncError as exc:
-            return error_response(request, exc.status, exc.code, exc.message)
-        # Reverse mode: the body must come here, so let it flow as aiohttp would by default.
-        await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
+    async def expect_put(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """Answer ``Expect: 100-continue`` with the redirect itself: the body never comes here.
+
+        In reverse mode it returns None and the router lets the body flow (100 Continue).
+        """
+        owner = self._owner(request)
+        if self._mode(request) == "redirect":
+            return web.Response(status=307, headers={"Location": f"{owner.url}{request.path_qs}"})
         return None
 
-    async def handle_object(self, request: web.Request) -> web.StreamResponse:
+    async def handle_object(self, request: web.BaseRequest) -> web.StreamResponse:
         owner = self._owner(request)
         if self._mode(request) == "redirect":
             raise web.HTTPTemporaryRedirect(location=f"{owner.url}{request.path_qs}")
         return await self._reverse(request, owner)
 
-    async def _reverse(self, request: web.Request, owner: NodeInfo) -> web.StreamResponse:
+    async def _reverse(self, request: web.BaseRequest, owner: NodeInfo) -> web.StreamResponse:
         assert self.session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        if request.content_length is not None:
-            headers["Content-Length"] = str(request.content_length)
-        body = request.content.iter_any() if request.method == "PUT" else None
-        url = f"{owner.url}{request.path_qs}"
-        try:
-            async with self.session.request(request.method, url, headers=headers, data=body,
-                                            allow_redirects=False,
-                                            timeout=aiohttp.ClientTimeout(total=None,
-                                                                          sock_connect=5)) as up:
-                out = web.StreamResponse(status=up.status, reason=up.reason)
-                for key, value in up.headers.items():
-                    if key.lower() not in _HOP_BY_HOP:
-                        out.headers[key] = value
-                if up.content_length is not None:
-                    out.content_length = up.content_length
-                await out.prepare(request)
-                if request.method != "HEAD":
-                    async for chunk in up.content.iter_chunked(_STREAM_CHUNK):
-                        await out.write(chunk)
-                await out.write_eof()
-                return out
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise NodeUnavailable(f"target {owner.id} at {owner.url} is unreachable: {exc}") \
-                from exc
+        return await relay(self.session, request, f"{owner.url}{request.path_qs}",
+                           f"target {owner.id} at {owner.url}")
 
     # -- buckets --
-    async def handle_list_buckets(self, request: web.Request) -> web.Response:
+    async def handle_list_buckets(self, request: web.BaseRequest) -> web.Response:
         bmap = self.state.bmap
         buckets = [] if bmap is None else [p.model_dump() for _, p in sorted(bmap.buckets.items())]
         return web.json_response({"buckets": buckets, "version": bmap.version if bmap else 0})
 
-    async def handle_head_bucket(self, request: web.Request) -> web.Response:
+    async def handle_head_bucket(self, request: web.BaseRequest) -> web.Response:
         self._bucket(request)
         return web.Response(status=200)
 
-    async def _forward_to_primary(self, request: web.Request) -> web.Response:
+    async def _forward_to_primary(self, request: web.BaseRequest) -> web.Response:
         cmap = self.state.cmap
         if cmap is None or self.session is None:
             raise NotPrimary("this proxy is not the primary and has no cluster map yet")
@@ -179,7 +148,7 @@ class ProxyNode(NodeRuntime):
             raise NodeUnavailable(f"primary proxy at {cmap.primary_node.url} is unreachable") \
                 from exc
 
-    async def handle_create_bucket(self, request: web.Request) -> web.Response:
+    async def handle_create_bucket(self, request: web.BaseRequest) -> web.Response:
         ref = bucket_ref(request)
         if ref.provider != "ais" or ref.namespace:
             raise InvalidArgument(f"{ref}: only cluster-local ais:// buckets can be created yet")
@@ -189,7 +158,7 @@ class ProxyNode(NodeRuntime):
         props = await self.primary.create_bucket(ref)
         return web.json_response(props.model_dump(), status=201)
 
-    async def handle_destroy_bucket(self, request: web.Request) -> web.Response:
+    async def handle_destroy_bucket(self, request: web.BaseRequest) -> web.Response:
         ref = bucket_ref(request)
         if not self.is_primary:
             return await self._forward_to_primary(request)
@@ -215,7 +184,7 @@ class ProxyNode(NodeRuntime):
 
         return list(await asyncio.gather(*(one(t) for t in cmap.active_targets)))
 
-    async def handle_list_objects(self, request: web.Request) -> web.Response:
+    async def handle_list_objects(self, request: web.BaseRequest) -> web.Response:
         ref, _ = self._bucket(request)
         prefix = validate_prefix(request.query.get("prefix", ""))
         limit = int_query(request, "limit", 1000, 1, MAX_PAGE)
@@ -231,7 +200,7 @@ class ProxyNode(NodeRuntime):
         return web.json_response({"objects": merged,
                                   "next_token": merged[-1]["name"] if more and merged else None})
 
-    async def handle_bucket_info(self, request: web.Request) -> web.Response:
+    async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:
         ref, props = self._bucket(request)
         params = {"provider": ref.provider}
         if ref.namespace:
@@ -242,7 +211,7 @@ class ProxyNode(NodeRuntime):
                                   "bytes": sum(i["bytes"] for i in infos)})
 
     # -- cluster --
-    async def handle_join(self, request: web.Request) -> web.Response:
+    async def handle_join(self, request: web.BaseRequest) -> web.Response:
         if not self.is_primary:
             return await self._forward_to_primary(request)
         assert self.primary is not None
@@ -256,7 +225,7 @@ class ProxyNode(NodeRuntime):
         return web.json_response({"cluster_map": cmap.model_dump(mode="json"),
                                   "bucket_map": bmap.model_dump(mode="json")})
 
-    async def handle_cluster_status(self, request: web.Request) -> web.Response:
+    async def handle_cluster_status(self, request: web.BaseRequest) -> web.Response:
         cmap, bmap = self.state.cmap, self.state.bmap
         if cmap is None:
             raise NodeUnavailable("this proxy has no cluster map yet")

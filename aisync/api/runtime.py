@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import error_middleware
+from aisync.api.router import Router
 from aisync.catalog import Catalog
 from aisync.cluster.maps import BucketMap, ClusterMap, NodeInfo
 from aisync.cluster.primary import WorkerStatus
@@ -61,14 +61,14 @@ class NodeRuntime:
         self._tasks: list[asyncio.Task] = []
         self._stack = contextlib.AsyncExitStack()
         self.joined = asyncio.Event()
-        self.app = web.Application(middlewares=[error_middleware],
-                                   client_max_size=1024**2)
-        self.app.router.add_get("/v1/health", self.handle_health)
-        self.app.router.add_get("/v1/health/ready", self.handle_ready)
-        self.app.router.add_get("/v1/cluster/map", self.handle_cluster_map)
-        self.app.router.add_get("/v1/cluster/bucket-map", self.handle_bucket_map)
-        self.app.router.add_put("/v1/metasync", self.handle_metasync)
-        self.app.router.add_get("/v1/node/status", self.handle_node_status)
+        self.router = r = Router()
+        for method in ("GET", "HEAD"):
+            r.add(method, "/v1/health", self.handle_health)
+            r.add(method, "/v1/health/ready", self.handle_ready)
+        r.add("GET", "/v1/cluster/map", self.handle_cluster_map)
+        r.add("GET", "/v1/cluster/bucket-map", self.handle_bucket_map)
+        r.add("PUT", "/v1/metasync", self.handle_metasync)
+        r.add("GET", "/v1/node/status", self.handle_node_status)
 
     async def run_blocking(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._blocking, fn, *args)
@@ -90,6 +90,9 @@ class NodeRuntime:
         await self._stack.aclose()
 
     async def start_role(self) -> None:  # overridden
+        pass
+
+    async def after_listen(self, runner) -> None:  # overridden: runs once the port is open
         pass
 
     def spawn(self, coro, name: str) -> asyncio.Task:
@@ -134,29 +137,29 @@ class NodeRuntime:
         return self.state.cmap is not None
 
     # -- common routes --
-    async def handle_health(self, request: web.Request) -> web.Response:
+    async def handle_health(self, request: web.BaseRequest) -> web.Response:
         return web.json_response({"status": "ok", "id": self.node_id, "role": self.role,
                                   "cluster": self.config.cluster.name})
 
-    async def handle_ready(self, request: web.Request) -> web.Response:
+    async def handle_ready(self, request: web.BaseRequest) -> web.Response:
         ready = self.is_ready()
         return web.json_response({"ready": ready, "id": self.node_id}, status=200 if ready else 503)
 
-    async def handle_cluster_map(self, request: web.Request) -> web.Response:
+    async def handle_cluster_map(self, request: web.BaseRequest) -> web.Response:
         cmap = self.state.cmap
         if cmap is None:
             return web.json_response({"code": "NotReady", "message": "no cluster map yet"},
                                      status=503)
         return web.json_response(cmap.model_dump(mode="json"))
 
-    async def handle_bucket_map(self, request: web.Request) -> web.Response:
+    async def handle_bucket_map(self, request: web.BaseRequest) -> web.Response:
         bmap = self.state.bmap
         if bmap is None:
             return web.json_response({"code": "NotReady", "message": "no bucket map yet"},
                                      status=503)
         return web.json_response(bmap.model_dump(mode="json"))
 
-    async def handle_metasync(self, request: web.Request) -> web.Response:
+    async def handle_metasync(self, request: web.BaseRequest) -> web.Response:
         try:
             body = await request.json()
         except ValueError:
@@ -185,5 +188,5 @@ class NodeRuntime:
             "workers": [w.as_dict() for w in self.workers.values()],
         }
 
-    async def handle_node_status(self, request: web.Request) -> web.Response:
+    async def handle_node_status(self, request: web.BaseRequest) -> web.Response:
         return web.json_response(await self.node_status())

@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import sys
 from pathlib import Path
 
 from aiohttp import web
@@ -22,66 +23,21 @@ from aiohttp import web
 from aisync.api.common import (
     bool_query,
     bucket_ref,
-    content_range,
     int_query,
     object_headers,
     object_name,
-    parse_range,
 )
+from aisync.api.files import FdResponse, range_of, small_response
+from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
 from aisync.cluster.maps import BucketMap, ClusterMap
-from aisync.storage.objects import ObjectStore, OpenObject
+from aisync.cluster.primary import WorkerStatus
+from aisync.storage.objects import ObjectStore
 from aisync.util.errors import BucketNotFound, ObjectNotFound
 from aisync.util.names import BucketRef, validate_prefix
 
 log = logging.getLogger("aisync.target")
 MAX_PAGE = 10000
-
-
-class FdResponse(web.StreamResponse):
-    """Send ``count`` bytes of an already-open file from ``offset`` with ``loop.sendfile``.
-
-    The file stays the one the metadata headers were read from, even if the object is
-    overwritten meanwhile (the rename swaps the directory entry, not this inode).
-    """
-
-    def __init__(self, obj: OpenObject, offset: int, count: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._obj, self._offset, self._count = obj, offset, count
-        self.content_length = count
-
-    async def prepare(self, request: web.BaseRequest):
-        if self.prepared:  # aiohttp calls prepare again when the handler returns
-            return await super().prepare(request)
-        writer = await super().prepare(request)
-        if request.method == "HEAD" or self._count == 0:
-            await super().write_eof()
-            return writer
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("connection lost")
-        with open(self._obj.fd, "rb", closefd=False) as fobj:
-            try:
-                await request._loop.sendfile(transport, fobj, self._offset, self._count)
-            except NotImplementedError:
-                await self._fallback(writer, request._loop, fobj)
-        await super().write_eof()
-        return writer
-
-    async def _fallback(self, writer, loop: asyncio.AbstractEventLoop, fobj) -> None:
-        remaining, offset = self._count, self._offset
-        while remaining:
-            chunk = await loop.run_in_executor(None, _pread, self._obj.fd,
-                                               min(remaining, 1 << 20), offset)
-            if not chunk:
-                raise ConnectionResetError("object shrank while sending")
-            await writer.write(chunk)
-            offset += len(chunk)
-            remaining -= len(chunk)
-
-
-def _pread(fd: int, n: int, offset: int) -> bytes:
-    return os.pread(fd, n, offset)
 
 
 class TargetNode(NodeRuntime):
@@ -93,13 +49,13 @@ class TargetNode(NodeRuntime):
                                  Path(config.data_dir) / "index.db", fsync=config.storage.fsync,
                                  hot_cache_bytes=config.storage.hot_cache_bytes)
         self.small = config.storage.small_object_bytes
-        r = self.app.router
-        r.add_route("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
-        r.add_route("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
-        r.add_route("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_put)
-        r.add_route("DELETE", "/v1/objects/{bucket}/{name:.+}", self.handle_delete)
-        r.add_get("/v1/buckets/{bucket}", self.handle_list, allow_head=False)
-        r.add_get("/v1/buckets/{bucket}/info", self.handle_bucket_info)
+        r = self.router
+        r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
+        r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
+        r.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_put)
+        r.add("DELETE", "/v1/objects/{bucket}/{name:.+}", self.handle_delete)
+        r.add("GET", "/v1/buckets/{bucket}", self.handle_list)
+        r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info)
         self.state.add_listener(self._on_maps)
 
     async def start_role(self) -> None:
@@ -108,6 +64,48 @@ class TargetNode(NodeRuntime):
         if self.store.rebuilt_objects is not None:
             log.info("object index rebuilt from files: %d objects", self.store.rebuilt_objects)
         self.spawn(self._join_loop(), "join")
+
+    # -- read workers (see aisync.api.reader) --
+    async def after_listen(self, runner: web.BaseRunner) -> None:
+        count = self.config.http.read_workers
+        if not count:
+            return
+        sock_path = control_socket(self.config)
+        sock_path.unlink(missing_ok=True)
+        await web.UnixSite(runner, str(sock_path)).start()
+        config_path = Path(self.config.data_dir) / "read-worker.json"
+        config_path.write_text(self.config.model_copy(
+            update={"node_id": self.node_id}).model_dump_json())
+        read_end, self._worker_pipe = os.pipe()  # workers exit when this write end closes
+        status = self.workers["read-workers"] = WorkerStatus("read-workers", state="running")
+        for slot in range(count):
+            self.spawn(self._supervise(slot, config_path, read_end, status), f"reader-{slot}")
+        self._stack.callback(os.close, self._worker_pipe)
+
+    async def _supervise(self, slot: int, config_path: Path, read_end: int,
+                         status: WorkerStatus) -> None:
+        """Keep one read worker running; restart it (with backoff) if it dies."""
+        delay = 0.5
+        while True:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "aisync.api.reader", str(config_path), str(read_end),
+                pass_fds=(read_end,), stdin=asyncio.subprocess.DEVNULL)
+            status.details.setdefault("pids", {})[str(slot)] = proc.pid
+            try:
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+                raise
+            status.runs += 1
+            status.last_error = f"read worker {slot} exited with {code}; restarting"
+            log.warning(status.last_error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     def is_ready(self) -> bool:
         cmap = self.state.cmap
@@ -125,14 +123,14 @@ class TargetNode(NodeRuntime):
                 await self.store.destroy_bucket(uname)
 
     # -- helpers --
-    def _bucket(self, request: web.Request) -> BucketRef:
+    def _bucket(self, request: web.BaseRequest) -> BucketRef:
         ref = bucket_ref(request)
         bmap = self.state.bmap
         if bmap is None or bmap.get(ref) is None:
             raise BucketNotFound(f"bucket {ref} does not exist")
         return ref
 
-    def _redirect_to_owner(self, request: web.Request, ref: BucketRef, name: str) -> None:
+    def _redirect_to_owner(self, request: web.BaseRequest, ref: BucketRef, name: str) -> None:
         cmap = self.state.cmap
         if cmap is None:
             return
@@ -141,13 +139,13 @@ class TargetNode(NodeRuntime):
             raise web.HTTPTemporaryRedirect(location=f"{owner.url}{request.path_qs}")
 
     # -- objects --
-    async def handle_get(self, request: web.Request) -> web.StreamResponse:
+    async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
         ref = self._bucket(request)
         name = object_name(request)
         uname = ref.uname
         hit = self.store.cached(uname, name)
         if hit is not None:
-            return self._small_response(request, hit[0], hit[1])
+            return small_response(request, hit[0], hit[1])
         epoch = self.store.write_epoch(uname, name)
         try:
             obj = self.store.open(uname, name)
@@ -157,9 +155,9 @@ class TargetNode(NodeRuntime):
         try:
             if obj.size <= self.small and request.method == "GET":
                 data = await self.store.read_verified(obj, epoch)
-                return self._small_response(request, obj.meta, data)
+                return small_response(request, obj.meta, data)
             headers = object_headers(obj.meta)
-            status, offset, count = self._range(request, obj.size, headers)
+            status, offset, count = range_of(request, obj.size, headers)
             if request.method == "HEAD":
                 headers["Content-Length"] = str(count)
                 return web.Response(status=status, headers=headers)
@@ -171,25 +169,7 @@ class TargetNode(NodeRuntime):
         finally:
             obj.close()
 
-    @staticmethod
-    def _range(request: web.Request, size: int, headers: dict) -> tuple[int, int, int]:
-        """(status, offset, count) for the request's Range header; adds Content-Range."""
-        rng = parse_range(request.headers.get("Range"), size)
-        if rng is None:
-            return 200, 0, size
-        headers["Content-Range"] = content_range(rng[0], rng[1], size)
-        return 206, rng[0], rng[1]
-
-    def _small_response(self, request: web.Request, meta, data: bytes) -> web.Response:
-        headers = object_headers(meta)
-        status, offset, count = self._range(request, meta.size, headers)
-        if request.method == "HEAD":
-            headers["Content-Length"] = str(count)
-            return web.Response(status=status, headers=headers)
-        body = data if count == meta.size else data[offset:offset + count]
-        return web.Response(body=body, status=status, headers=headers)
-
-    async def handle_put(self, request: web.Request) -> web.Response:
+    async def handle_put(self, request: web.BaseRequest) -> web.Response:
         ref = self._bucket(request)
         name = object_name(request)
         self._redirect_to_owner(request, ref, name)
@@ -202,7 +182,7 @@ class TargetNode(NodeRuntime):
                                   "size": meta.size, "checksum": meta.checksum,
                                   "mtime_ns": meta.mtime_ns}, headers=object_headers(meta))
 
-    async def handle_delete(self, request: web.Request) -> web.Response:
+    async def handle_delete(self, request: web.BaseRequest) -> web.Response:
         ref = self._bucket(request)
         name = object_name(request)
         try:
@@ -213,7 +193,7 @@ class TargetNode(NodeRuntime):
         return web.Response(status=204)
 
     # -- listing --
-    async def handle_list(self, request: web.Request) -> web.Response:
+    async def handle_list(self, request: web.BaseRequest) -> web.Response:
         ref = self._bucket(request)
         prefix = validate_prefix(request.query.get("prefix", ""))
         limit = int_query(request, "limit", 1000, 1, MAX_PAGE)
@@ -224,7 +204,7 @@ class TargetNode(NodeRuntime):
                          "mtime_ns": e.mtime_ns} for e in entries],
             "next_token": entries[-1].name if len(entries) == limit else None})
 
-    async def handle_bucket_info(self, request: web.Request) -> web.Response:
+    async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:
         ref = self._bucket(request)
         count, total = await self.store.summary(ref.uname)
         return web.json_response({"objects": count, "bytes": total})

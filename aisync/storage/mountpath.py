@@ -71,6 +71,13 @@ class Mountpath:
                 leftover.unlink(missing_ok=True)
         self.empty_trash()
 
+    def attach(self) -> None:
+        """Read-only use by another process (a read worker): learn the id, touch nothing."""
+        try:
+            self.id = (self.root / MARKER).read_text().strip()
+        except FileNotFoundError:
+            raise ConfigError(f"{self.root} is not an aisync mountpath (no {MARKER})") from None
+
     def bucket_dir(self, bucket_uname: str) -> Path:
         return self.objects / bucket_uname
 

@@ -118,21 +118,69 @@ class HotCache:
             self.drop(key)
 
 
-class ObjectStore:
-    def __init__(self, mountpaths: list[Path], index_path: Path, *, fsync: bool = True,
-                 io_threads: int = 8, hot_cache_bytes: int = 256 << 20) -> None:
+class MountpathReader:
+    """Placement on mountpaths, ``open`` and verified whole-object reads: what readers share.
+
+    The writer (:class:`ObjectStore`) and a read worker's view (``aisync.storage.reader``) both
+    build on this, so they always agree on where an object lives.
+    """
+
+    def __init__(self, mountpaths: list[Path], io_threads: int = 8) -> None:
         if not mountpaths:
             raise InvalidArgument("a target needs at least one mountpath")
         self.mountpaths = [Mountpath(p) for p in mountpaths]
+        self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="aisync-io")
+        self._seeded: tuple[tuple[int, str], ...] = ()
+        self._by_id: dict[str, Mountpath] = {}
+
+    def _index_mountpaths(self) -> None:
+        self._by_id = {mp.id: mp for mp in self.mountpaths}
+        self._seeded = tuple((hrw.node_seed(mp.id), mp.id) for mp in self.mountpaths)
+
+    async def run_io(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    def ranked_mountpaths(self, bucket: str, name: str) -> list[Mountpath]:
+        if len(self.mountpaths) == 1:
+            return self.mountpaths
+        return [self._by_id[i] for i in hrw.rank(f"{bucket}/{name}", self._seeded)]
+
+    def open(self, bucket: str, name: str) -> OpenObject:
+        """Open the current version of an object. Raises :class:`ObjectNotFound`."""
+        for mp in self.ranked_mountpaths(bucket, name):
+            path = mp.object_path(bucket, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            meta = read_metadata(fd)
+            if meta is None or meta.name != name or meta.bucket != bucket:
+                os.close(fd)
+                continue
+            return OpenObject(fd=fd, meta=meta, path=path, mountpath=mp)
+        raise ObjectNotFound(f"{bucket}/{name}: no such object")
+
+    async def read_checked(self, obj: OpenObject) -> bytes | None:
+        """The whole object if its bytes match its checksum, else None (corrupted)."""
+        size = obj.size
+        data = _read_nowait(obj.fd, size)
+        if data is None:
+            data = await self.run_io(os.pread, obj.fd, size, 0)
+        if len(data) != size or checksum_of(data) != obj.meta.checksum:
+            return None
+        return data
+
+
+class ObjectStore(MountpathReader):
+    def __init__(self, mountpaths: list[Path], index_path: Path, *, fsync: bool = True,
+                 io_threads: int = 8, hot_cache_bytes: int = 256 << 20) -> None:
+        super().__init__(mountpaths, io_threads)
         self.index = ObjectIndex(index_path)
         self.fsync = fsync
-        self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="aisync-io")
         self._index_writer = ThreadPoolExecutor(1, thread_name_prefix="aisync-index")
         self._locks = [asyncio.Lock() for _ in range(_LOCK_STRIPES)]
         self._stripe_writes = [0] * _LOCK_STRIPES
         self.hot = HotCache(hot_cache_bytes)
-        self._seeded: tuple[tuple[int, str], ...] = ()
-        self._by_id: dict[str, Mountpath] = {}
         self._known_dirs: set[str] = set()
         self.rebuilt_objects: int | None = None
 
@@ -141,8 +189,7 @@ class ObjectStore:
         loop = asyncio.get_running_loop()
         for mp in self.mountpaths:
             await loop.run_in_executor(self._io, mp.open)
-        self._by_id = {mp.id: mp for mp in self.mountpaths}
-        self._seeded = tuple((hrw.node_seed(mp.id), mp.id) for mp in self.mountpaths)
+        self._index_mountpaths()
         needs_rebuild = await loop.run_in_executor(self._index_writer, self.index.open)
         if needs_rebuild:
             self.rebuilt_objects = await loop.run_in_executor(
@@ -153,15 +200,6 @@ class ObjectStore:
         await loop.run_in_executor(self._index_writer, self.index.close)
         self._io.shutdown(wait=True)
         self._index_writer.shutdown(wait=True)
-
-    async def run_io(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
-
-    # -- placement inside the target --
-    def ranked_mountpaths(self, bucket: str, name: str) -> list[Mountpath]:
-        if len(self.mountpaths) == 1:
-            return self.mountpaths
-        return [self._by_id[i] for i in hrw.rank(f"{bucket}/{name}", self._seeded)]
 
     @staticmethod
     def _stripe(bucket: str, name: str) -> int:
@@ -288,21 +326,6 @@ class ObjectStore:
         return True
 
     # -- reads --
-    def open(self, bucket: str, name: str) -> OpenObject:
-        """Open the current version of an object. Raises :class:`ObjectNotFound`."""
-        for mp in self.ranked_mountpaths(bucket, name):
-            path = mp.object_path(bucket, name)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            meta = read_metadata(fd)
-            if meta is None or meta.name != name or meta.bucket != bucket:
-                os.close(fd)
-                continue
-            return OpenObject(fd=fd, meta=meta, path=path, mountpath=mp)
-        raise ObjectNotFound(f"{bucket}/{name}: no such object")
-
     def cached(self, bucket: str, name: str) -> tuple[ObjectMetadata, bytes] | None:
         """A small object's metadata and verified bytes from memory, if they are there."""
         return self.hot.get((bucket, name))
@@ -317,11 +340,8 @@ class ObjectStore:
         With the ``epoch`` taken before the object was opened, the verified bytes enter the hot
         cache unless a write to the object happened since.
         """
-        size = obj.size
-        data = _read_nowait(obj.fd, size)
+        data = await self.read_checked(obj)
         if data is None:
-            data = await self.run_io(os.pread, obj.fd, size, 0)
-        if len(data) != size or checksum_of(data) != obj.meta.checksum:
             await self.quarantine(obj)
             raise ObjectCorrupted(f"{obj.meta.bucket}/{obj.meta.name}: stored bytes fail their "
                                   "checksum; the copy was quarantined")

@@ -15,7 +15,7 @@ import xxhash
 
 from aisync.client import Client
 from aisync.util.errors import ObjectNotFound
-from tests.harness import LocalCluster, wait_for
+from tests.harness import LocalCluster, http_json, wait_for
 
 
 @pytest.fixture
@@ -95,9 +95,11 @@ def test_acknowledged_writes_survive_sigkill(fresh):
         assert sorted(e.name for e in client.iter_objects(bucket)) == sorted(written)
 
 
+@pytest.mark.parametrize("workers", [0, 1], ids=["one-process", "read-workers"])
 @pytest.mark.parametrize("size", [3000, 400_000])  # hot-cache path and sendfile path
-def test_concurrent_put_and_get_never_tear(fresh, size):
-    with Client(fresh.endpoint) as client:
+def test_concurrent_put_and_get_never_tear(size, workers):
+    with LocalCluster(targets=3, extra={"http": {"read_workers": workers}}) as fresh, \
+            Client(fresh.endpoint) as client:
         bucket = f"tear-{uuid.uuid4().hex[:8]}"
         client.create_bucket(bucket)
         versions = [bytes([v]) * size for v in range(1, 9)]
@@ -132,3 +134,42 @@ def test_concurrent_put_and_get_never_tear(fresh, size):
         assert not errors, errors[:3]
         assert reads[0] > 0
         assert client.get_object(bucket, "hot") == versions[-1]
+
+
+def _worker_pids(cluster, node) -> dict[str, int]:
+    status = http_json(f"{node.url}/v1/node/status")[1]
+    workers = {w["name"]: w for w in status["workers"]}
+    return {k: int(v) for k, v in workers["read-workers"].get("pids", {}).items()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_read_worker_is_restarted_and_exits_with_its_target():
+    with LocalCluster(targets=1, extra={"http": {"read_workers": 2}}) as fresh, \
+            Client(fresh.endpoint) as client:
+        client.create_bucket("rw")
+        payload = os.urandom(200_000)
+        client.put_object("rw", "x", payload)
+        target = fresh.targets[0]
+        pids = wait_for(lambda: len(_worker_pids(fresh, target)) == 2 and
+                        _worker_pids(fresh, target), 10, "two read workers")
+        os.kill(pids["0"], signal.SIGKILL)
+        wait_for(lambda: _worker_pids(fresh, target).get("0") not in (None, pids["0"]), 15,
+                 "the killed worker to be replaced")
+        for _ in range(20):  # served by whichever process accepts each connection
+            assert client.get_object("rw", "x") == payload
+        survivors = _worker_pids(fresh, target)
+        os.kill(target.process.pid, signal.SIGKILL)  # only the main process
+        target.process.wait(timeout=10)
+        wait_for(lambda: not any(_alive(p) for p in survivors.values()), 10,
+                 "read workers to exit after their target died")

@@ -1,0 +1,123 @@
+"""A target's read worker: an extra process that serves object GET/HEAD from the mountpaths.
+
+Python serves one request at a time per process, so a target with ``http.read_workers: N``
+starts N of these beside its main process. All of them listen on the target's port
+(``SO_REUSEPORT``: the kernel spreads connections across them); a worker answers GET and HEAD of
+objects it finds on disk (small ones from its stat-validated cache, large ones with
+``sendfile``) and relays everything else, unchanged and streamed, to the main process over a
+private unix socket: writes, deletes, listings, metasync, objects it does not find (the main
+process redirects or answers 404) and objects whose bytes fail their checksum (the main process
+verifies again and quarantines). So there is still exactly one writer per target.
+
+A worker exits when its parent does (it watches a pipe the parent holds open).
+
+    python -m aisync.api.reader NODE_CONFIG_JSON PIPE_FD
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from aisync.api.common import bool_query, bucket_ref, object_headers, object_name
+from aisync.api.files import FdResponse, range_of, small_response
+from aisync.api.relay import relay
+from aisync.api.router import Router
+from aisync.config import NodeConfig
+from aisync.storage.reader import ObjectReader
+from aisync.util.errors import ObjectNotFound
+from aisync.util.log import setup_logging
+
+log = logging.getLogger("aisync.reader")
+
+
+def control_socket(config: NodeConfig) -> Path:
+    """The main process's private unix socket, where workers relay what they do not serve."""
+    return Path(config.data_dir).resolve() / "node.sock"
+
+
+class ReadWorker:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.reader = ObjectReader(config.resolved_mountpaths(),
+                                   cache_bytes=config.storage.hot_cache_bytes)
+        self.small = config.storage.small_object_bytes
+        self.session: aiohttp.ClientSession | None = None
+        self.router = Router(fallback=self.forward)
+        self.router.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
+        self.router.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
+
+    async def forward(self, request: web.BaseRequest) -> web.StreamResponse:
+        assert self.session is not None
+        return await relay(self.session, request, f"http://target{request.path_qs}",
+                           "the target's main process")
+
+    async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
+        ref = bucket_ref(request)
+        name = object_name(request)
+        hit = self.reader.cached(ref.uname, name)
+        if hit is not None:
+            return small_response(request, hit[0], hit[1])
+        try:
+            obj = self.reader.open(ref.uname, name)
+        except ObjectNotFound:
+            return await self.forward(request)
+        try:
+            if obj.size <= self.small and request.method == "GET":
+                data = await self.reader.read_small(obj)
+                if data is None:
+                    return await self.forward(request)
+                return small_response(request, obj.meta, data)
+            if request.method == "GET" and (self.config.storage.verify_on_get
+                                            or bool_query(request, "verify")):
+                return await self.forward(request)
+            headers = object_headers(obj.meta)
+            status, offset, count = range_of(request, obj.size, headers)
+            if request.method == "HEAD":
+                headers["Content-Length"] = str(count)
+                return web.Response(status=status, headers=headers)
+            response = FdResponse(obj, offset, count, status=status, headers=headers)
+            await response.prepare(request)
+            return response
+        finally:
+            obj.close()
+
+    async def serve(self, parent_pipe: int) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(parent_pipe, stop.set)  # EOF: the parent is gone
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        self.reader.start()
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(control_socket(self.config)), limit=256))
+        runner = web.ServerRunner(web.Server(self.router, access_log=None),
+                                  handle_signals=False, shutdown_timeout=5.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port, backlog=1024,
+                               reuse_port=True)
+            await site.start()
+            log.info("read worker serving %s", self.config.url)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+            await self.session.close()
+            self.reader.stop()
+
+
+def main(argv: list[str]) -> None:
+    config = NodeConfig.model_validate_json(Path(argv[0]).read_text())
+    setup_logging(config.logging.level, config.logging.format,
+                  node=f"{config.node_id}", role="target-reader")
+    asyncio.run(ReadWorker(config).serve(int(argv[1])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

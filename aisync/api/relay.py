@@ -1,0 +1,47 @@
+"""Stream one HTTP request to another node and its answer back, without buffering either.
+
+Used by the proxy's reverse mode (client → proxy → target) and by a target's read workers
+(client → worker → the target's main process, over a unix socket).
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from aisync.util.errors import NodeUnavailable
+
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+                        "te", "trailers", "transfer-encoding", "upgrade", "host",
+                        "content-length", "expect"})
+CHUNK = 1 << 20
+
+
+async def relay(session: aiohttp.ClientSession, request: web.BaseRequest, url: str,
+                who: str) -> web.StreamResponse:
+    """Send ``request`` to ``url`` (same method, headers, streamed body) and stream the answer.
+
+    ``who`` names the upstream in the ``NodeUnavailable`` error raised when it cannot be reached.
+    """
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    if request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)
+    body = request.content.iter_any() if request.body_exists else None
+    try:
+        async with session.request(request.method, url, headers=headers, data=body,
+                                   allow_redirects=False,
+                                   timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as up:
+            out = web.StreamResponse(status=up.status, reason=up.reason)
+            for key, value in up.headers.items():
+                if key.lower() not in HOP_BY_HOP:
+                    out.headers.add(key, value)
+            if up.content_length is not None:
+                out.content_length = up.content_length
+            await out.prepare(request)
+            if request.method != "HEAD":
+                async for chunk in up.content.iter_chunked(CHUNK):
+                    await out.write(chunk)
+            await out.write_eof()
+            return out
+    except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        raise NodeUnavailable(f"{who} is unreachable: {exc}") from exc
