@@ -16,6 +16,9 @@ aisync is measured on two paths:
 * ``via proxy``: ``?mode=reverse``, the whole request streamed through the proxy; what a client
   that cannot follow redirects gets.
 
+Targets run with ``--read-workers`` read workers each (default 1: two processes per target, as
+nginx runs two worker processes here).
+
 Prints every figure and the aisync/nginx ratio; ``--json`` also writes them to a file.
 Needs nginx and wrk (Debian: ``apt-get install -y nginx wrk``).
 """
@@ -115,6 +118,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--small-objects", type=int, default=600)
+    ap.add_argument("--read-workers", type=int, default=1,
+                    help="read workers per target (nginx runs 2 worker processes; 1 read worker "
+                         "gives each aisync target 2 processes too)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     need("wrk")
@@ -130,8 +136,9 @@ def main() -> int:
     nginx = None
     results: dict = {"machine": {"cores": os.cpu_count()}, "runs": []}
     try:
+        env = dict(os.environ, AISYNC_HTTP__READ_WORKERS=str(args.read_workers))
         subprocess.run(aisync + ["cluster", "up", "--targets", "3", "--port", "0", "--detach",
-                                 "--dir", str(cluster_dir)], check=True,
+                                 "--dir", str(cluster_dir)], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         endpoint = json.loads((cluster_dir / "cluster.json").read_text())["endpoint"]
         big = os.urandom(BIG)
@@ -170,7 +177,9 @@ def main() -> int:
                 "aisync via proxy": (endpoint, proxy_paths)}),
         ]
         print(f"# warm GET, {os.cpu_count()} cores, wrk -t1, {args.duration:g}s per run, "
-              f"{len(owned)} distinct 4 KiB objects")
+              f"{len(owned)} distinct 4 KiB objects, {args.read_workers} read worker(s) "
+              "per target")
+        results["read_workers"] = args.read_workers
         print(f"{'case':<12} {'conc':>4} {'server':<18} {'value':>14} {'p99 ms':>8} "
               f"{'vs nginx':>8}")
         for case, unit, servers in cases:
