@@ -65,6 +65,14 @@ def int_query(request: web.BaseRequest, key: str, default: int, lo: int, hi: int
     return value
 
 
+MAX_PAGE = 10000
+
+
+def page_limit(request: web.BaseRequest) -> int:
+    """The ``limit`` of a listing page: default 1000, at most ``MAX_PAGE``."""
+    return int_query(request, "limit", 1000, 1, MAX_PAGE)
+
+
 def bool_query(request: web.BaseRequest, key: str) -> bool:
     if not request.query_string:
         return False

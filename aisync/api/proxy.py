@@ -18,24 +18,22 @@ from aiohttp import web
 
 from aisync.api.common import (
     bucket_ref,
-    int_query,
     object_name,
+    page_limit,
 )
 from aisync.api.relay import relay
 from aisync.api.runtime import NodeRuntime
-from aisync.cluster.maps import BucketProps, NodeInfo
+from aisync.cluster.maps import NodeInfo
 from aisync.cluster.primary import Primary
 from aisync.util.errors import (
     AisyncError,
-    BucketNotFound,
     InvalidArgument,
     NodeUnavailable,
     NotPrimary,
 )
-from aisync.util.names import BucketRef, validate_prefix
+from aisync.util.names import validate_prefix
 
 log = logging.getLogger("aisync.proxy")
-MAX_PAGE = 10000
 
 
 class ProxyNode(NodeRuntime):
@@ -79,15 +77,8 @@ class ProxyNode(NodeRuntime):
         return self.joined.is_set() and cmap is not None and bool(cmap.active_targets)
 
     # -- helpers --
-    def _bucket(self, request: web.BaseRequest) -> tuple[BucketRef, BucketProps]:
-        ref = bucket_ref(request)
-        props = self.state.bmap.get(ref) if self.state.bmap else None
-        if props is None:
-            raise BucketNotFound(f"bucket {ref} does not exist")
-        return ref, props
-
     def _owner(self, request: web.BaseRequest) -> NodeInfo:
-        ref, _ = self._bucket(request)
+        ref, _ = self.known_bucket(request)
         name = object_name(request)
         cmap = self.state.cmap
         if cmap is None:
@@ -129,7 +120,7 @@ class ProxyNode(NodeRuntime):
         return web.json_response({"buckets": buckets, "version": bmap.version if bmap else 0})
 
     async def handle_head_bucket(self, request: web.BaseRequest) -> web.Response:
-        self._bucket(request)
+        self.known_bucket(request)
         return web.Response(status=200)
 
     async def _forward_to_primary(self, request: web.BaseRequest) -> web.Response:
@@ -185,9 +176,9 @@ class ProxyNode(NodeRuntime):
         return list(await asyncio.gather(*(one(t) for t in cmap.active_targets)))
 
     async def handle_list_objects(self, request: web.BaseRequest) -> web.Response:
-        ref, _ = self._bucket(request)
+        ref, _ = self.known_bucket(request)
         prefix = validate_prefix(request.query.get("prefix", ""))
-        limit = int_query(request, "limit", 1000, 1, MAX_PAGE)
+        limit = page_limit(request)
         params = {"provider": ref.provider, "prefix": prefix, "limit": str(limit)}
         if ref.namespace:
             params["namespace"] = ref.namespace
@@ -201,7 +192,7 @@ class ProxyNode(NodeRuntime):
                                   "next_token": merged[-1]["name"] if more and merged else None})
 
     async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:
-        ref, props = self._bucket(request)
+        ref, props = self.known_bucket(request)
         params = {"provider": ref.provider}
         if ref.namespace:
             params["namespace"] = ref.namespace

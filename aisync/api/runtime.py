@@ -19,13 +19,15 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from aisync.api.common import bucket_ref
 from aisync.api.router import Router
 from aisync.catalog import Catalog
-from aisync.cluster.maps import BucketMap, ClusterMap, NodeInfo
+from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
 from aisync.cluster.primary import WorkerStatus
 from aisync.cluster.state import ClusterState
 from aisync.config import NodeConfig
-from aisync.util.errors import InvalidArgument
+from aisync.util.errors import BucketNotFound, InvalidArgument, NodeUnavailable
+from aisync.util.names import BucketRef
 
 log = logging.getLogger("aisync.node")
 
@@ -145,19 +147,25 @@ class NodeRuntime:
         ready = self.is_ready()
         return web.json_response({"ready": ready, "id": self.node_id}, status=200 if ready else 503)
 
+    @staticmethod
+    def _document(doc: ClusterMap | BucketMap | None, what: str) -> web.Response:
+        if doc is None:
+            raise NodeUnavailable(f"this node holds no {what} yet")
+        return web.json_response(doc.model_dump(mode="json"))
+
     async def handle_cluster_map(self, request: web.BaseRequest) -> web.Response:
-        cmap = self.state.cmap
-        if cmap is None:
-            return web.json_response({"code": "NotReady", "message": "no cluster map yet"},
-                                     status=503)
-        return web.json_response(cmap.model_dump(mode="json"))
+        return self._document(self.state.cmap, "cluster map")
 
     async def handle_bucket_map(self, request: web.BaseRequest) -> web.Response:
-        bmap = self.state.bmap
-        if bmap is None:
-            return web.json_response({"code": "NotReady", "message": "no bucket map yet"},
-                                     status=503)
-        return web.json_response(bmap.model_dump(mode="json"))
+        return self._document(self.state.bmap, "bucket map")
+
+    def known_bucket(self, request: web.BaseRequest) -> tuple[BucketRef, BucketProps]:
+        """The request's bucket and its properties; ``BucketNotFound`` if the map lacks it."""
+        ref = bucket_ref(request)
+        props = self.state.bmap.get(ref) if self.state.bmap else None
+        if props is None:
+            raise BucketNotFound(f"bucket {ref} does not exist")
+        return ref, props
 
     async def handle_metasync(self, request: web.BaseRequest) -> web.Response:
         try:

@@ -22,10 +22,9 @@ from aiohttp import web
 
 from aisync.api.common import (
     bool_query,
-    bucket_ref,
-    int_query,
     object_headers,
     object_name,
+    page_limit,
 )
 from aisync.api.files import FdResponse, range_of, small_response
 from aisync.api.reader import control_socket
@@ -33,11 +32,10 @@ from aisync.api.runtime import NodeRuntime
 from aisync.cluster.maps import BucketMap, ClusterMap
 from aisync.cluster.primary import WorkerStatus
 from aisync.storage.objects import ObjectStore
-from aisync.util.errors import BucketNotFound, ObjectNotFound
+from aisync.util.errors import ObjectNotFound
 from aisync.util.names import BucketRef, validate_prefix
 
 log = logging.getLogger("aisync.target")
-MAX_PAGE = 10000
 
 
 class TargetNode(NodeRuntime):
@@ -123,13 +121,6 @@ class TargetNode(NodeRuntime):
                 await self.store.destroy_bucket(uname)
 
     # -- helpers --
-    def _bucket(self, request: web.BaseRequest) -> BucketRef:
-        ref = bucket_ref(request)
-        bmap = self.state.bmap
-        if bmap is None or bmap.get(ref) is None:
-            raise BucketNotFound(f"bucket {ref} does not exist")
-        return ref
-
     def _redirect_to_owner(self, request: web.BaseRequest, ref: BucketRef, name: str) -> None:
         cmap = self.state.cmap
         if cmap is None:
@@ -140,7 +131,7 @@ class TargetNode(NodeRuntime):
 
     # -- objects --
     async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
-        ref = self._bucket(request)
+        ref, _ = self.known_bucket(request)
         name = object_name(request)
         uname = ref.uname
         hit = self.store.cached(uname, name)
@@ -170,7 +161,7 @@ class TargetNode(NodeRuntime):
             obj.close()
 
     async def handle_put(self, request: web.BaseRequest) -> web.Response:
-        ref = self._bucket(request)
+        ref, _ = self.known_bucket(request)
         name = object_name(request)
         self._redirect_to_owner(request, ref, name)
         meta = await self.store.put(
@@ -183,7 +174,7 @@ class TargetNode(NodeRuntime):
                                   "mtime_ns": meta.mtime_ns}, headers=object_headers(meta))
 
     async def handle_delete(self, request: web.BaseRequest) -> web.Response:
-        ref = self._bucket(request)
+        ref, _ = self.known_bucket(request)
         name = object_name(request)
         try:
             await self.store.delete(ref.uname, name)
@@ -194,9 +185,9 @@ class TargetNode(NodeRuntime):
 
     # -- listing --
     async def handle_list(self, request: web.BaseRequest) -> web.Response:
-        ref = self._bucket(request)
+        ref, _ = self.known_bucket(request)
         prefix = validate_prefix(request.query.get("prefix", ""))
-        limit = int_query(request, "limit", 1000, 1, MAX_PAGE)
+        limit = page_limit(request)
         after = request.query.get("token") or None
         entries = await self.store.list_page(ref.uname, prefix, after, limit)
         return web.json_response({
@@ -205,7 +196,7 @@ class TargetNode(NodeRuntime):
             "next_token": entries[-1].name if len(entries) == limit else None})
 
     async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:
-        ref = self._bucket(request)
+        ref, _ = self.known_bucket(request)
         count, total = await self.store.summary(ref.uname)
         return web.json_response({"objects": count, "bytes": total})
 
