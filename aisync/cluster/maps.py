@@ -49,6 +49,11 @@ class ClusterMap(_Doc):
     nodes: dict[str, NodeInfo]
     created: str = Field(default_factory=_now)
 
+    def model_copy(self, *, update: dict | None = None, deep: bool = False) -> ClusterMap:
+        """A new, validated document. (pydantic's copy would carry this instance's cached
+        placement views over to a copy whose nodes differ.)"""
+        return type(self).model_validate({**self.model_dump(), **(update or {})})
+
     @classmethod
     def bootstrap(cls, name: str, primary: NodeInfo) -> ClusterMap:
         return cls(uuid=uuidlib.uuid4().hex, name=name, version=1, primary=primary.id,

@@ -104,8 +104,6 @@ class Primary:
                 log.info("node %s joins as %s at %s", node.id, node.role, node.url,
                          extra={"node": node.id, "map_version": new.version})
                 await self._publish(new)
-            else:
-                await self._push()
             assert self.state.cmap is not None and self.state.bmap is not None
             return self.state.cmap, self.state.bmap
 

@@ -81,3 +81,14 @@ async def test_state_persists_newest_and_rejects_older(tmp_path):
     await state2.load()
     assert state2.cmap == m2 and state2.bmap == b1
     reopened.close()
+
+
+def test_copies_never_reuse_cached_placement_views():
+    m = base().with_node(NodeInfo(id="t0", role="target", url="http://t0"))
+    assert [n.id for n in m.active_targets] == ["t0"]  # fills the cache
+    m.owner(BucketRef("b"), "x")
+    copy = m.model_copy(update={"nodes": {"p0": m.nodes["p0"],
+                                          "t9": NodeInfo(id="t9", role="target", url="u")}})
+    assert [n.id for n in copy.active_targets] == ["t9"]
+    assert copy.owner(BucketRef("b"), "x").id == "t9"
+    assert m.bumped_to(10).owner(BucketRef("b"), "x").id == "t0"
