@@ -192,3 +192,32 @@ def test_keep_alive_connection_serves_many_gets(cluster, client, bucket, size):
         resp.read()
         assert int(resp.getheader("Content-Length")) == size
     conn.close()
+
+
+def _object_file(cluster, bucket: str, name: str):
+    """The file holding ``bucket/name`` on whichever target stores it."""
+    from aisync.storage.metadata import read_metadata
+
+    for target in cluster.targets:
+        for path in (target.dir).rglob("objects/**/*"):
+            if path.is_file():
+                meta = read_metadata(str(path))
+                if meta is not None and meta.name == name and meta.bucket == f"ais/{bucket}":
+                    return path
+    raise AssertionError(f"{bucket}/{name} is on no target")
+
+
+@pytest.mark.parametrize("size,query", [(5000, ""), (300_000, "?verify=true")])
+def test_corrupted_bytes_are_never_served(cluster, client, bucket, size, query):
+    data = os.urandom(size)
+    client.put_object(bucket, "rot", data)
+    path = _object_file(cluster, bucket, "rot")
+    with open(path, "r+b") as f:  # bit rot, behind aisync's back, before any read
+        f.seek(size // 2)
+        f.write(bytes([f.read(1)[0] ^ 0xFF]))
+    status, body = http_json(f"{cluster.endpoint}/v1/objects/{bucket}/rot{query}"
+                             f"{'&' if query else '?'}mode=reverse")
+    assert (status, body["code"]) == (500, "ObjectCorrupted")
+    with pytest.raises(ObjectNotFound):  # the copy was quarantined
+        client.get_object(bucket, "rot")
+    assert not path.exists()
