@@ -116,6 +116,35 @@ class ConfigError(AisyncError, ValueError):
     code, status = "ConfigError", 400
 
 
+class AccessDenied(AisyncError, PermissionError):
+    code, status = "AccessDenied", 403
+
+
+class BackendError(AisyncError):
+    """A source of truth (S3, GCS, ...) failed. ``transient`` errors are worth retrying."""
+
+    code, status = "BackendError", 502
+    transient = False
+
+
+class Throttled(BackendError):
+    """The backend asked us to slow down (HTTP 429/503 SlowDown); retry with backoff."""
+
+    code, status = "Throttled", 503
+    transient = True
+
+
+class BackendUnavailable(BackendError, ConnectionError):
+    """The backend could not be reached or answered 5xx; retry with backoff."""
+
+    code, status = "BackendUnavailable", 503
+    transient = True
+
+
+class NotSupported(AisyncError):
+    code, status = "NotImplemented", 501
+
+
 ERRORS_BY_CODE: dict[str, type[AisyncError]] = {
     cls.code: cls
     for cls in [
@@ -123,6 +152,7 @@ ERRORS_BY_CODE: dict[str, type[AisyncError]] = {
         NotFound, ObjectNotFound, BucketNotFound, BucketAlreadyExists, PreconditionFailed,
         StaleMapVersion, NotPrimary, MethodNotAllowed, PayloadTooLarge, IncompleteBody,
         ChecksumMismatch, ObjectCorrupted, NoTargets, NodeUnavailable, ConfigError,
+        AccessDenied, BackendError, Throttled, BackendUnavailable, NotSupported,
     ]
 }
 

@@ -1,0 +1,242 @@
+"""``fs://``: a POSIX directory (an NFS or Lustre mount, a local disk) as a source of truth.
+
+Buckets are configured by name to a directory; object ``a/b.jpg`` is the file ``ROOT/a/b.jpg``.
+
+* **Version token**: size, and an ETag built from ``(inode, mtime_ns, size)``: a rewrite in place
+  moves mtime, an atomic replace changes the inode, so a same-size overwrite is still a new
+  version. ``last_modified`` is the mtime. No content checksum is computed on ``head`` (that
+  would read the file); :meth:`FsBackend.checksum` computes an MD5 on demand.
+* **Safety**: names are validated (no ``..``, no absolute paths) and the resolved path must stay
+  under the root, symlinks included; anything else is ``InvalidObjectName``.
+* **Writes** are atomic: a temp file in the destination directory, fsync, rename.
+* **Listing** walks the tree in UTF-8 key order (a directory ``a`` sorts as ``a/``), skipping
+  whole subtrees that sort before the continuation token; memory is bounded by the largest
+  single directory, not by the tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from aisync.backends.base import (
+    CHUNK,
+    Capabilities,
+    ListEntry,
+    ListPage,
+    ObjectStream,
+    ThreadedBackend,
+    VersionToken,
+)
+from aisync.util.errors import (
+    AccessDenied,
+    BucketNotFound,
+    ConfigError,
+    InvalidObjectName,
+    ObjectNotFound,
+    PreconditionFailed,
+)
+from aisync.util.names import validate_object_name
+
+TMP_PREFIX = ".aisync-tmp-"
+
+
+class FsBackend(ThreadedBackend):
+    provider = "fs"
+    capabilities = Capabilities(versioned=False, conditional_get=False, conditional_put=False,
+                                server_side_copy=True, checksums=frozenset({"md5"}),
+                                max_page=10000)
+    ERRORS = [
+        (lambda e: isinstance(e, FileNotFoundError), lambda e: ObjectNotFound(str(e))),
+        (lambda e: isinstance(e, PermissionError), lambda e: AccessDenied(str(e))),
+        (lambda e: isinstance(e, (IsADirectoryError, NotADirectoryError)),
+         lambda e: ObjectNotFound(str(e))),
+    ]
+
+    def __init__(self, roots: Mapping[str, str | os.PathLike], *, fsync: bool = True,
+                 max_threads: int = 16) -> None:
+        super().__init__(max_threads)
+        self.roots = {name: Path(path).resolve() for name, path in roots.items()}
+        self.fsync = fsync
+
+    @classmethod
+    def from_profile(cls, settings: Mapping[str, Any]) -> FsBackend:
+        """``{"buckets": {"nfs-home": "/mnt/nfs/home"}, "fsync": true}``."""
+        roots = settings.get("buckets")
+        if not isinstance(roots, Mapping) or not roots:
+            raise ConfigError("an fs profile needs 'buckets': {name: directory}")
+        return cls(roots, fsync=bool(settings.get("fsync", True)))
+
+    # -- paths --
+    def root(self, bucket: str) -> Path:
+        root = self.roots.get(bucket)
+        if root is None or not root.is_dir():
+            raise BucketNotFound(f"fs://{bucket}: not configured or not a directory")
+        return root
+
+    def path(self, bucket: str, name: str) -> Path:
+        validate_object_name(name)
+        if name.endswith("/"):
+            raise InvalidObjectName(f"fs://{bucket}/{name}: a file name cannot end with '/'")
+        root = self.root(bucket)
+        path = root / name
+        real = Path(os.path.realpath(path))
+        if real != root and root not in real.parents:
+            raise InvalidObjectName(f"fs://{bucket}/{name} resolves outside the bucket's directory")
+        return path
+
+    @staticmethod
+    def token(st: os.stat_result) -> VersionToken:
+        return VersionToken(size=st.st_size,
+                            etag=f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}",
+                            last_modified=st.st_mtime_ns / 1e9)
+
+    def _stat_file(self, bucket: str, name: str) -> os.stat_result:
+        st = os.stat(self.path(bucket, name))
+        if not stat.S_ISREG(st.st_mode):
+            raise ObjectNotFound(f"fs://{bucket}/{name}: not a regular file")
+        return st
+
+    # -- contract --
+    async def head(self, bucket: str, name: str) -> VersionToken:
+        return self.token(await self.call(self._stat_file, bucket, name,
+                                          what=f"head fs://{bucket}/{name}"))
+
+    async def open(self, bucket: str, name: str, *, byte_range: tuple[int, int] | None = None,
+                   if_version: VersionToken | None = None) -> ObjectStream:
+        what = f"get fs://{bucket}/{name}"
+
+        def _open():
+            path = self.path(bucket, name)
+            f = open(path, "rb")  # noqa: SIM115 (closed by the stream)
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                f.close()
+                raise ObjectNotFound(f"fs://{bucket}/{name}: not a regular file")
+            version = self.token(st)
+            if if_version is not None and if_version.etag != version.etag:
+                f.close()
+                raise PreconditionFailed(f"fs://{bucket}/{name} changed since it was compared")
+            return f, version
+
+        f, version = await self.call(_open, what=what)
+        start, count = 0, version.size
+        if byte_range is not None:
+            start = byte_range[0]
+            count = max(0, min(byte_range[1], version.size - 1) - start + 1)
+
+        def chunks() -> Iterator[bytes]:
+            offset, left = start, count
+            while left > 0:
+                data = os.pread(f.fileno(), min(CHUNK, left), offset)
+                if not data:
+                    raise PreconditionFailed(f"fs://{bucket}/{name} shrank while being read")
+                offset += len(data)
+                left -= len(data)
+                yield data
+
+        return self.stream_blocking(version, chunks(), f.close, what)
+
+    async def put(self, bucket: str, name: str, path: Path, *,
+                  content_type: str | None = None) -> VersionToken:
+        def _put() -> os.stat_result:
+            dest = self.path(bucket, name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+            try:
+                with open(path, "rb") as src, open(tmp, "wb") as out:
+                    while data := src.read(CHUNK):
+                        out.write(data)
+                    out.flush()
+                    if self.fsync:
+                        os.fsync(out.fileno())
+                os.replace(tmp, dest)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            if self.fsync:
+                fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            return os.stat(dest)
+
+        return self.token(await self.call(_put, what=f"put fs://{bucket}/{name}"))
+
+    async def delete(self, bucket: str, name: str) -> None:
+        def _delete() -> None:
+            self._stat_file(bucket, name)
+            os.unlink(self.path(bucket, name))
+
+        await self.call(_delete, what=f"delete fs://{bucket}/{name}")
+
+    async def copy(self, bucket: str, src: str, dst: str) -> VersionToken:
+        return await self.put(bucket, dst, await self.call(self.path, bucket, src))
+
+    async def checksum(self, bucket: str, name: str) -> str:
+        """MD5 of the file's content, computed on demand (hex)."""
+        def _md5() -> str:
+            digest = hashlib.md5(usedforsecurity=False)
+            with open(self.path(bucket, name), "rb") as f:
+                while data := f.read(CHUNK):
+                    digest.update(data)
+            return digest.hexdigest()
+
+        return await self.call(_md5, what=f"checksum fs://{bucket}/{name}")
+
+    async def list_page(self, bucket: str, prefix: str = "", token: str | None = None,
+                        limit: int = 1000) -> ListPage:
+        limit = max(1, min(limit, self.capabilities.max_page))
+
+        def _list() -> ListPage:
+            root = self.root(bucket)
+            entries: list[ListEntry] = []
+            for name, st in _walk_sorted(root, "", prefix, token):
+                entries.append(ListEntry(name, self.token(st)))
+                if len(entries) > limit:
+                    break
+            more = len(entries) > limit
+            entries = entries[:limit]
+            return ListPage(entries, entries[-1].name if more else None)
+
+        return await self.call(_list, what=f"list fs://{bucket}")
+
+
+def _walk_sorted(directory: Path, rel: str, prefix: str,
+                 after: str | None) -> Iterator[tuple[str, os.stat_result]]:
+    """Regular files under ``directory`` in UTF-8 key order, with names > ``after``."""
+    try:
+        with os.scandir(directory) as it:
+            items = []
+            for entry in it:
+                if entry.name.startswith(TMP_PREFIX):
+                    continue
+                is_dir = entry.is_dir(follow_symlinks=False)
+                key = rel + entry.name + ("/" if is_dir else "")
+                items.append((key.encode("utf-8", "surrogateescape"), key, is_dir, entry))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return
+    items.sort()
+    for _, key, is_dir, entry in items:
+        if is_dir:
+            # prune subtrees that cannot hold a name with the prefix, or that sort before `after`
+            if not (key.startswith(prefix) or prefix.startswith(key)):
+                continue
+            if after is not None and not after.startswith(key) and key < after:
+                continue
+            yield from _walk_sorted(Path(entry.path), key, prefix, after)
+        else:
+            if not key.startswith(prefix) or (after is not None and key <= after):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield key, st
