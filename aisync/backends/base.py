@@ -150,7 +150,7 @@ class Backend(abc.ABC):
         """Build from a profile's settings (everything but ``provider``); see ``registry``."""
         raise NotSupported(f"{cls.__name__} cannot be built from a profile")
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional hook, a no-op by default)
         """Release connections and threads."""
 
     async def __aenter__(self) -> Backend:
