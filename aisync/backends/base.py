@@ -198,7 +198,10 @@ class ThreadedBackend(Backend):
         try:
             return await loop.run_in_executor(self._pool, lambda: fn(*args))
         except Exception as exc:
-            raise translate(exc, self.ERRORS, what or f"{self.provider} call") from exc
+            err = translate(exc, self.ERRORS, what or f"{self.provider} call")
+            if err is exc:
+                raise  # already typed: keep its own cause
+            raise err from exc
 
     def stream_blocking(self, version: VersionToken, chunks: Iterator[bytes],
                         closer: Callable[[], None], what: str) -> ObjectStream:

@@ -16,6 +16,7 @@ run them in executors.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from aisync.storage.metadata import ObjectMetadata, read_metadata
 
+#: Bump when the table changes: an index of another version is dropped and rebuilt from files.
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     bucket   TEXT    NOT NULL,
@@ -32,6 +35,7 @@ CREATE TABLE IF NOT EXISTS objects (
     size     INTEGER NOT NULL,
     checksum TEXT    NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    source   TEXT,
     PRIMARY KEY (bucket, name)
 ) WITHOUT ROWID;
 """
@@ -43,6 +47,7 @@ class IndexEntry:
     size: int
     checksum: str
     mtime_ns: int
+    source: dict | None = None  # the backend version token of the cached copy
 
 
 class ObjectIndex:
@@ -68,6 +73,10 @@ class ObjectIndex:
         existed = self.path.exists()
         needs_rebuild = not existed or self._dirty_marker.exists()
         self._writer = self._connect()
+        if self._writer.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            self._writer.execute("DROP TABLE IF EXISTS objects")
+            self._writer.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            needs_rebuild = True
         self._writer.executescript(_SCHEMA)
         self._dirty_marker.touch()
         return needs_rebuild
@@ -94,10 +103,8 @@ class ObjectIndex:
     def upsert(self, meta: ObjectMetadata) -> None:
         assert self._writer is not None
         self._writer.execute(
-            "INSERT OR REPLACE INTO objects(bucket, name, size, checksum, mtime_ns) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (meta.bucket, meta.name.encode("utf-8", "surrogatepass"), meta.size, meta.checksum,
-             meta.mtime_ns))
+            "INSERT OR REPLACE INTO objects(bucket, name, size, checksum, mtime_ns, source) "
+            "VALUES (?, ?, ?, ?, ?, ?)", _row(meta))
 
     def remove(self, bucket: str, name: str) -> None:
         assert self._writer is not None
@@ -116,14 +123,13 @@ class ObjectIndex:
         w.execute("DELETE FROM objects")
         count, pending = 0, []
         for meta in _scan(object_dirs):
-            pending.append((meta.bucket, meta.name.encode("utf-8", "surrogatepass"), meta.size,
-                            meta.checksum, meta.mtime_ns))
+            pending.append(_row(meta))
             if len(pending) >= batch:
-                w.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)", pending)
+                w.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?)", pending)
                 count += len(pending)
                 pending.clear()
         if pending:
-            w.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?)", pending)
+            w.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?)", pending)
             count += len(pending)
         w.execute("COMMIT")
         return count
@@ -138,15 +144,14 @@ class ObjectIndex:
             after_b = after.encode("utf-8", "surrogatepass")
             if after_b >= lo:
                 rows = self._reader.execute(
-                    "SELECT name, size, checksum, mtime_ns FROM objects WHERE bucket = ? "
+                    "SELECT name, size, checksum, mtime_ns, source FROM objects WHERE bucket = ? "
                     "AND name > ? AND name < ? ORDER BY name LIMIT ?",
                     (bucket, after_b, hi, limit))
-                return [IndexEntry(r[0].decode("utf-8", "surrogatepass"), r[1], r[2], r[3])
-                        for r in rows]
+                return [_entry(r) for r in rows]
         rows = self._reader.execute(
-            "SELECT name, size, checksum, mtime_ns FROM objects WHERE bucket = ? "
+            "SELECT name, size, checksum, mtime_ns, source FROM objects WHERE bucket = ? "
             "AND name >= ? AND name < ? ORDER BY name LIMIT ?", (bucket, lo, hi, limit))
-        return [IndexEntry(r[0].decode("utf-8", "surrogatepass"), r[1], r[2], r[3]) for r in rows]
+        return [_entry(r) for r in rows]
 
     def summary(self, bucket: str | None = None) -> tuple[int, int]:
         """(object count, total bytes), for one bucket or all."""
@@ -157,6 +162,17 @@ class ObjectIndex:
                 "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM objects WHERE bucket = ?", (bucket,))
         count, total = row.fetchone()
         return int(count), int(total)
+
+
+def _row(meta: ObjectMetadata) -> tuple:
+    source = json.dumps(meta.source, separators=(",", ":")) if meta.source is not None else None
+    return (meta.bucket, meta.name.encode("utf-8", "surrogatepass"), meta.size, meta.checksum,
+            meta.mtime_ns, source)
+
+
+def _entry(row: tuple) -> IndexEntry:
+    return IndexEntry(row[0].decode("utf-8", "surrogatepass"), row[1], row[2], row[3],
+                      json.loads(row[4]) if row[4] else None)
 
 
 def _scan(object_dirs: Iterable[Path]) -> Iterator[ObjectMetadata]:

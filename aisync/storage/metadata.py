@@ -35,17 +35,21 @@ class ObjectMetadata:
     name: str
     size: int
     checksum: str  # "xxh3:<16 hex>"
-    mtime_ns: int  # when this version was written
+    mtime_ns: int  # when this version was written (or fetched from its source)
+    source: dict | None = None  # the backend's version token of this copy (cached buckets)
 
     def encode(self) -> bytes:
-        return json.dumps({"v": 1, "b": self.bucket, "n": self.name, "s": self.size,
-                           "c": self.checksum, "m": self.mtime_ns},
-                          separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        record = {"v": 1, "b": self.bucket, "n": self.name, "s": self.size,
+                  "c": self.checksum, "m": self.mtime_ns}
+        if self.source is not None:
+            record["src"] = self.source
+        return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
     def decode(cls, raw: bytes) -> ObjectMetadata:
         d = json.loads(raw)
-        return cls(bucket=d["b"], name=d["n"], size=d["s"], checksum=d["c"], mtime_ns=d["m"])
+        return cls(bucket=d["b"], name=d["n"], size=d["s"], checksum=d["c"], mtime_ns=d["m"],
+                   source=d.get("src"))
 
     @property
     def etag(self) -> str:

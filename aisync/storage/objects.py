@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import time
 from collections import OrderedDict
@@ -171,6 +172,105 @@ class MountpathReader:
         return data
 
 
+class ObjectWriter:
+    """One in-flight write: chunks are hashed and written to a temp file (double-buffered in the
+    I/O pool, at most two 1 MiB buffers held); ``finish`` checks size and checksum; ``commit``
+    makes it the object's current version (fsync, xattr, rename, fsync dir, index), and
+    ``abort`` (always safe to call, a no-op after commit) removes the temp file.
+
+    ``written`` counts the bytes already in the temp file, so readers may follow it while it
+    grows (a cold GET streams to its clients this way).
+    """
+
+    def __init__(self, store: ObjectStore, bucket: str, name: str, max_size: int | None) -> None:
+        self.store, self.bucket, self.name, self.max_size = store, bucket, name, max_size
+        self.mountpath = store.ranked_mountpaths(bucket, name)[0]
+        self.temp = self.mountpath.temp_path()
+        self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        self._hasher = new_hasher()
+        self._buffer = bytearray()
+        self._pending: asyncio.Future | None = None
+        self.size = 0
+        self.written = 0
+        self.checksum: str | None = None
+        self.done = False
+
+    async def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self._hasher.update(chunk)
+        self.size += len(chunk)
+        if self.max_size is not None and self.size > self.max_size:
+            raise PayloadTooLarge(f"object exceeds {self.max_size} bytes")
+        self._buffer += chunk
+        if len(self._buffer) >= WRITE_BUFFER:
+            await self._flush_buffer()
+
+    async def _flush_buffer(self) -> None:
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            loop = asyncio.get_running_loop()
+            self._pending = loop.run_in_executor(self.store._io, _write_all, self._fd, data)
+            self._pending.add_done_callback(functools.partial(self._count, n=len(data)))
+
+    def _count(self, future: asyncio.Future, n: int) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.written += n
+
+    async def finish(self, expected_size: int | None = None,
+                     expected_checksum: str | None = None) -> None:
+        """All bytes are in the temp file; check them against what the sender declared."""
+        await self._flush_buffer()
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        if expected_size is not None and self.size != expected_size:
+            raise IncompleteBody(f"received {self.size} of {expected_size} bytes")
+        self.checksum = format_checksum(self._hasher)
+        if expected_checksum is not None and expected_checksum != self.checksum:
+            raise ChecksumMismatch(
+                f"checksum {self.checksum} does not match the declared {expected_checksum}")
+
+    async def commit(self, source: dict | None = None) -> ObjectMetadata:
+        """Make the finished temp file the object's current version; returns its metadata."""
+        assert self.checksum is not None, "finish() first"
+        store, bucket, name = self.store, self.bucket, self.name
+        loop = asyncio.get_running_loop()
+        meta = ObjectMetadata(bucket=bucket, name=name, size=self.size, checksum=self.checksum,
+                              mtime_ns=time.time_ns(), source=source)
+        final = self.mountpath.object_path(bucket, name)
+        async with store._lock(bucket, name):
+            # A copy on another mountpath (left from before mountpaths changed) goes too.
+            stale = [m.object_path(bucket, name)
+                     for m in store.ranked_mountpaths(bucket, name)[1:]]
+            fd, self._fd = self._fd, -1
+            await loop.run_in_executor(store._io, store._commit, fd, b"", meta, self.temp,
+                                       final, stale)
+            self.done = True
+            store._changed(bucket, name)
+            await loop.run_in_executor(store._index_writer, store.index.upsert, meta)
+        return meta
+
+    async def abort(self) -> None:
+        if self._pending is not None:
+            try:
+                await self._pending
+            except OSError:
+                pass
+            self._pending = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if not self.done:
+            self.done = True
+            await asyncio.get_running_loop().run_in_executor(self.store._io, _unlink_quiet,
+                                                             self.temp)
+
+
 class ObjectStore(MountpathReader):
     def __init__(self, mountpaths: list[Path], index_path: Path, *, fsync: bool = True,
                  io_threads: int = 8, hot_cache_bytes: int = 256 << 20) -> None:
@@ -215,67 +315,24 @@ class ObjectStore(MountpathReader):
         self.hot.drop((bucket, name))
 
     # -- writes --
+    def writer(self, bucket: str, name: str, *, max_size: int | None = None) -> ObjectWriter:
+        """Start writing a new version of an object (see :class:`ObjectWriter`)."""
+        return ObjectWriter(self, bucket, name, max_size)
+
     async def put(self, bucket: str, name: str, chunks: AsyncIterable[bytes], *,
                   expected_size: int | None = None, expected_checksum: str | None = None,
-                  max_size: int | None = None) -> ObjectMetadata:
+                  max_size: int | None = None, source: dict | None = None) -> ObjectMetadata:
         """Store an object from a stream of chunks; returns its metadata once durable."""
-        loop = asyncio.get_running_loop()
         if max_size is not None and expected_size is not None and expected_size > max_size:
             raise PayloadTooLarge(f"object of {expected_size} bytes exceeds {max_size}")
-        mp = self.ranked_mountpaths(bucket, name)[0]
-        temp = mp.temp_path()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        hasher, size = new_hasher(), 0
-        buffer = bytearray()
-        pending: asyncio.Future | None = None
-        committed = False
+        w = self.writer(bucket, name, max_size=max_size)
         try:
             async for chunk in chunks:
-                if not chunk:
-                    continue
-                hasher.update(chunk)
-                size += len(chunk)
-                if max_size is not None and size > max_size:
-                    raise PayloadTooLarge(f"object exceeds {max_size} bytes")
-                buffer += chunk
-                if len(buffer) >= WRITE_BUFFER:
-                    if pending is not None:
-                        await pending
-                    pending = loop.run_in_executor(self._io, _write_all, fd, bytes(buffer))
-                    buffer.clear()
-            if pending is not None:
-                await pending
-                pending = None
-            if expected_size is not None and size != expected_size:
-                raise IncompleteBody(f"received {size} of {expected_size} bytes")
-            checksum = format_checksum(hasher)
-            if expected_checksum is not None and expected_checksum != checksum:
-                raise ChecksumMismatch(
-                    f"checksum {checksum} does not match the declared {expected_checksum}")
-            meta = ObjectMetadata(bucket=bucket, name=name, size=size, checksum=checksum,
-                                  mtime_ns=time.time_ns())
-            final = mp.object_path(bucket, name)
-            async with self._lock(bucket, name):
-                # A copy on another mountpath (left from before mountpaths changed) goes too.
-                stale = [m.object_path(bucket, name)
-                         for m in self.ranked_mountpaths(bucket, name)[1:]]
-                await loop.run_in_executor(self._io, self._commit, fd, bytes(buffer), meta,
-                                           temp, final, stale)
-                fd = -1
-                committed = True
-                self._changed(bucket, name)
-                await loop.run_in_executor(self._index_writer, self.index.upsert, meta)
-            return meta
+                await w.write(chunk)
+            await w.finish(expected_size, expected_checksum)
+            return await w.commit(source)
         finally:
-            if pending is not None:
-                try:
-                    await pending
-                except OSError:
-                    pass
-            if fd >= 0:
-                os.close(fd)
-            if not committed:
-                await loop.run_in_executor(self._io, _unlink_quiet, temp)
+            await w.abort()
 
     def _commit(self, fd: int, tail: bytes, meta: ObjectMetadata, temp: Path,
                 final_path: str, stale: list[str]) -> None:

@@ -1,0 +1,197 @@
+"""Read-through (cold GET): fetch an object from its source into the local store, once.
+
+A cold GET starts one :class:`ColdFetch`: a task that opens the backend stream, writes every
+chunk into an :class:`~aisync.storage.objects.ObjectWriter` temp file, verifies the result
+(size against the source's token; MD5 too when the source reports one), and commits it with the
+source's version token. Readers never wait for the end: each follows the temp file as it grows
+(``wait_for``), so the first bytes reach the first client while the fetch is still running, and
+every concurrent reader of the same object shares the same single backend GET.
+
+The fetch is independent of its readers: a client that disconnects does not cancel it, and a
+fetch that fails (backend error, short read, checksum mismatch) leaves nothing cached and makes
+every reader fail too, never return a short object as complete.
+
+Owns: coalescing and verification of cold reads. Uses only the backend contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+from aisync.backends.base import Backend, VersionToken
+from aisync.storage.objects import ObjectStore, ObjectWriter
+from aisync.util.errors import AisyncError, BackendError, ChecksumMismatch, IncompleteBody
+
+log = logging.getLogger("aisync.readthrough")
+
+
+@dataclass
+class ReadThroughStats:
+    cold_gets: int = 0          # cold GETs served (including coalesced followers)
+    backend_gets: int = 0       # backend reads actually issued
+    coalesced: int = 0          # readers that joined an in-flight fetch
+    bytes_fetched: int = 0
+    failures: int = 0
+    by_bucket: dict[str, int] = field(default_factory=dict)
+
+
+class ColdFetch:
+    def __init__(self, store: ObjectStore, bucket: str, name: str) -> None:
+        self.store, self.bucket, self.name = store, bucket, name
+        self.version: VersionToken | None = None
+        self.writer: ObjectWriter | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self._changed = asyncio.Condition()
+        self.task: asyncio.Task | None = None
+        self._read_fd = -1  # open on the temp file from its creation: survives rename/unlink
+        self._readers = 0
+
+    @contextlib.asynccontextmanager
+    async def reader(self):
+        """A descriptor on the object's bytes while they arrive (use with ``wait_for``).
+
+        Every :meth:`ReadThrough.fetch` call reserves one reader, which this gives back on
+        exit, also when the fetch failed; so the shared descriptor (valid after the temp file is
+        renamed or removed) lives exactly as long as someone may still read it.
+        """
+        fd = -1
+        try:
+            await self.started()
+            if self.error is not None:
+                raise self.error
+            fd = os.dup(self._read_fd)
+            yield fd
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            self._readers -= 1
+            self._release()
+
+    def _release(self) -> None:
+        if self.done and self._readers == 0 and self._read_fd >= 0:
+            os.close(self._read_fd)
+            self._read_fd = -1
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def started(self) -> VersionToken:
+        """The source's version of the object, once the backend stream is open."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.version is not None or self.error)
+        if self.error is not None and self.version is None:
+            raise self.error
+        assert self.version is not None
+        return self.version
+
+    async def wait_for(self, offset: int) -> int:
+        """Wait until more than ``offset`` bytes are in the temp file (or the fetch ended);
+        returns how many bytes are there. Raises the fetch's error if it failed."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self.error is not None or self.done
+                or (self.writer is not None and self.writer.written > offset))
+        if self.error is not None:
+            raise self.error
+        assert self.writer is not None
+        return self.writer.written
+
+    async def run(self, backend: Backend, source_bucket: str, stats: ReadThroughStats) -> None:
+        writer: ObjectWriter | None = None
+        try:
+            stats.backend_gets += 1
+            stream = await backend.open(source_bucket, self.name)
+            async with stream:
+                version = stream.version
+                writer = self.store.writer(self.bucket, self.name)
+                self._read_fd = os.open(writer.temp, os.O_RDONLY | os.O_CLOEXEC)
+                self.writer, self.version = writer, version
+                await self._notify()
+                md5 = hashlib.md5(usedforsecurity=False) if version.md5 else None
+                async for chunk in stream:
+                    if md5 is not None:
+                        md5.update(chunk)
+                    before = writer.written
+                    await writer.write(chunk)
+                    if writer.written != before:
+                        await self._notify()
+                try:
+                    await writer.finish(expected_size=version.size)
+                except IncompleteBody as exc:
+                    raise BackendError(f"{backend.provider}://{source_bucket}/{self.name}: "
+                                       f"short read ({exc.message})") from exc
+                await self._notify()
+                if md5 is not None and md5.hexdigest() != version.md5:
+                    raise ChecksumMismatch(
+                        f"{backend.provider}://{source_bucket}/{self.name}: MD5 of the bytes read "
+                        f"({md5.hexdigest()}) differs from the source's ({version.md5})")
+                await writer.commit(source=version.to_dict())
+                stats.bytes_fetched += version.size
+        except BaseException as exc:
+            stats.failures += 1
+            self.error = exc if isinstance(exc, AisyncError | asyncio.CancelledError) \
+                else BackendError(f"cold GET of {self.bucket}/{self.name} failed: {exc}")
+            if self.error is not exc:
+                self.error.__cause__ = exc
+            if writer is not None:
+                await writer.abort()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.warning("cold GET of %s/%s failed: %s", self.bucket, self.name, exc)
+        finally:
+            self.done = True
+            await self._notify()
+            self._release()
+
+
+class ReadThrough:
+    """Coalesces cold GETs per object; see the module docstring."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self.stats = ReadThroughStats()
+        self._inflight: dict[tuple[str, str], ColdFetch] = {}
+
+    def fetch(self, backend: Backend, source_bucket: str, bucket: str, name: str) -> ColdFetch:
+        """The in-flight fetch of ``bucket/name``, starting one if there is none.
+
+        The caller must enter ``fetch.reader()`` (which releases its reservation)."""
+        key = (bucket, name)
+        self.stats.cold_gets += 1
+        self.stats.by_bucket[bucket] = self.stats.by_bucket.get(bucket, 0) + 1
+        current = self._inflight.get(key)
+        if current is not None and not current.done:
+            self.stats.coalesced += 1
+            current._readers += 1
+            return current
+        fetch = ColdFetch(self.store, bucket, name)
+        fetch._readers = 1
+        self._inflight[key] = fetch
+        fetch.task = asyncio.create_task(self._run(fetch, backend, source_bucket),
+                                         name=f"cold-get {bucket}/{name}")
+        return fetch
+
+    async def _run(self, fetch: ColdFetch, backend: Backend, source_bucket: str) -> None:
+        try:
+            await fetch.run(backend, source_bucket, self.stats)
+        finally:
+            if self._inflight.get((fetch.bucket, fetch.name)) is fetch:
+                del self._inflight[(fetch.bucket, fetch.name)]
+
+    async def close(self) -> None:
+        for fetch in list(self._inflight.values()):
+            if fetch.task is not None:
+                fetch.task.cancel()
+        for fetch in list(self._inflight.values()):
+            if fetch.task is not None:
+                try:
+                    await fetch.task
+                except (asyncio.CancelledError, Exception):
+                    pass

@@ -1,0 +1,147 @@
+"""Read-through on a real object store and a real fs backend: coalescing, streaming, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from aisync.backends.base import Backend, ObjectStream
+from aisync.backends.fs import FsBackend
+from aisync.storage.objects import ObjectStore
+from aisync.sync.readthrough import ReadThrough
+from aisync.util.errors import BackendError, ObjectNotFound
+
+
+@pytest.fixture
+async def env(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    store = ObjectStore([tmp_path / "mp0"], tmp_path / "index.db")
+    await store.start()
+    backend = FsBackend({"src": share})
+    yield store, backend, share
+    await backend.close()
+    await store.stop()
+
+
+async def read_via(fetch) -> bytes:
+    """Follow a fetch like the HTTP layer does: read the temp file as it grows."""
+    out, offset = bytearray(), 0
+    async with fetch.reader() as fd:
+        while True:
+            available = await fetch.wait_for(offset)
+            if available > offset:
+                out += os.pread(fd, available - offset, offset)
+                offset = available
+            elif fetch.done:
+                return bytes(out)
+
+
+async def test_twenty_readers_one_backend_get(env):
+    store, backend, share = env
+    data = os.urandom(6 * 1024 * 1024 + 3)
+    (share / "big.bin").write_bytes(data)
+    rt = ReadThrough(store)
+    fetches = [rt.fetch(backend, "src", "fs/src", "big.bin") for _ in range(20)]
+    results = await asyncio.gather(*(read_via(f) for f in fetches))
+    assert all(r == data for r in results)
+    assert rt.stats.backend_gets == 1
+    assert (rt.stats.cold_gets, rt.stats.coalesced) == (20, 19)
+    obj = store.open("fs/src", "big.bin")
+    try:
+        assert obj.size == len(data)
+        assert obj.meta.source["size"] == len(data) and obj.meta.source["etag"]
+    finally:
+        obj.close()
+    listed = await store.list_page("fs/src")
+    assert listed[0].source == obj.meta.source
+
+
+class GatedStream(ObjectStream):
+    """A real backend stream held after its first 2 MiB until the test opens the gate."""
+
+    def __init__(self, inner: ObjectStream, gate: asyncio.Event) -> None:
+        self.inner, self.gate, self.version = inner, gate, inner.version
+
+    async def __aiter__(self):
+        sent = 0
+        async for chunk in self.inner:
+            if sent >= 2 * 1024 * 1024:
+                await self.gate.wait()
+            sent += len(chunk)
+            yield chunk
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_first_bytes_arrive_before_the_fetch_ends(env):
+    store, _, share = env
+    data = os.urandom(8 * 1024 * 1024)
+    (share / "f").write_bytes(data)
+    gate = asyncio.Event()
+
+    class GatedBackend(FsBackend):
+        async def open(self, bucket, name, **kwargs) -> ObjectStream:
+            return GatedStream(await super().open(bucket, name, **kwargs), gate)
+
+    backend = GatedBackend({"src": share})
+    fetch = ReadThrough(store).fetch(backend, "src", "fs/src", "f")
+    async with fetch.reader() as fd:
+        first = await fetch.wait_for(0)
+        assert 0 < first < len(data) and not fetch.done  # the source is still held
+        assert os.pread(fd, first, 0) == data[:first]
+        gate.set()
+        while not fetch.done:
+            await fetch.wait_for(fetch.writer.written)
+        assert os.pread(fd, len(data) + 1, 0) == data
+    await backend.close()
+
+
+async def test_missing_source_object_is_typed_and_nothing_is_cached(env):
+    store, backend, _ = env
+    fetch = ReadThrough(store).fetch(backend, "src", "fs/src", "nope")
+    with pytest.raises(ObjectNotFound):
+        async with fetch.reader():
+            pass
+    assert await store.list_page("fs/src") == []
+
+
+class CutStream(ObjectStream):
+    """A real backend stream that the 'network' cuts after ``limit`` bytes."""
+
+    def __init__(self, inner: ObjectStream, limit: int) -> None:
+        self.inner, self.limit, self.version = inner, limit, inner.version
+
+    async def __aiter__(self):
+        sent = 0
+        async for chunk in self.inner:
+            if sent + len(chunk) >= self.limit:
+                yield chunk[: self.limit - sent]
+                return
+            sent += len(chunk)
+            yield chunk
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class CuttingBackend(FsBackend):
+    async def open(self, bucket, name, **kwargs) -> ObjectStream:
+        return CutStream(await super().open(bucket, name, **kwargs), 3 * 1024 * 1024)
+
+
+async def test_a_short_read_fails_every_reader_and_caches_nothing(env, tmp_path):
+    store, _, share = env
+    (share / "cut").write_bytes(os.urandom(5 * 1024 * 1024))
+    backend: Backend = CuttingBackend({"src": share})
+    rt = ReadThrough(store)
+    fetches = [rt.fetch(backend, "src", "fs/src", "cut") for _ in range(3)]
+    for fetch in fetches:
+        with pytest.raises(BackendError, match="short read"):
+            await read_via(fetch)
+    assert await store.list_page("fs/src") == []
+    assert not any((tmp_path / "mp0" / "tmp").iterdir())
+    await backend.close()
