@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 import aisync
@@ -25,6 +26,7 @@ from aisync.cli.state import (
     write_state,
 )
 from aisync.config import load_node_config
+from tests.harness import REPO, free_port, http_json, wait_for
 
 COMMANDS = [
     [], ["node"], ["cluster"], ["cluster", "up"], ["cluster", "down"], ["cluster", "status"],
@@ -113,20 +115,45 @@ def test_node_config_error_exits_2(runner, tmp_path):
     assert "role" in result.stderr and "Traceback" not in result.output
 
 
-def test_node_builds_config_with_overrides_and_runs(runner, tmp_path, monkeypatch):
-    seen = []
-    fake = types.ModuleType("aisync.api.node")
-    fake.run_node = seen.append  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "aisync.api.node", fake)
-    monkeypatch.setenv("AISYNC_ENDPOINT", "http://127.0.0.1:1")  # CLI-only: must not leak
+def test_node_runs_with_flag_overrides_and_exits_0_on_sigterm(tmp_path):
+    """``aisync node`` as operators run it: file settings, then flags on top; SIGTERM stops it."""
+    port, file_port = free_port(), free_port()
     cfg_file = tmp_path / "n.yaml"
-    cfg_file.write_text("role: proxy\nport: 51080\ncluster: {name: zone-b}\n")
-    result = runner.invoke(cli, ["node", "--config", str(cfg_file), "--role", "target",
-                                 "--port", "0", "--data-dir", str(tmp_path / "data")])
-    assert result.exit_code == 0, result.output
-    (cfg,) = seen
-    assert (cfg.role, cfg.port, cfg.cluster.name) == ("target", 0, "zone-b")
-    assert Path(cfg.data_dir) == tmp_path / "data"
+    cfg_file.write_text(yaml.safe_dump({
+        "role": "target", "port": file_port, "host": "127.0.0.1",
+        "data_dir": str(tmp_path / "file-data"), "cluster": {"name": "zone-b"},
+        "logging": {"format": "json"}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AISYNC_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["AISYNC_ENDPOINT"] = "http://127.0.0.1:1"  # CLI-only: must not break node config
+    log = tmp_path / "node.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aisync", "node", "--config", str(cfg_file),
+             "--role", "proxy", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            start_new_session=True)
+    try:
+        def serving() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"node exited with {proc.returncode}:\n{log.read_text()}")
+            return http_json(f"{url}/v1/health", timeout=1)[0] == 200
+
+        wait_for(serving, 60, "the node to serve /v1/health")
+        status, health = http_json(f"{url}/v1/health")
+        assert status == 200
+        assert (health["status"], health["role"], health["cluster"]) == ("ok", "proxy", "zone-b")
+        assert http_json(f"{url}/v1/health/ready")[0] == 503  # a proxy without targets
+        assert not port_in_use(file_port)  # --port won over the file's port
+        assert (tmp_path / "data").is_dir() and not (tmp_path / "file-data").exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 def test_plan_cluster_writes_loadable_configs(tmp_path):

@@ -1,7 +1,9 @@
-"""CLI bucket/object commands against a small in-test fake node (docs/api.md subset).
+"""CLI bucket/object/cluster commands against a real cluster (``tests/harness.py``).
 
-The fake serves everything itself (no redirects: the SDK tests cover those) on a free port of
-the test's event loop; each CLI invocation runs in a worker thread (the CLI has its own loop).
+One cluster (1 proxy, 3 targets) serves the whole module; each test uses its own bucket. The
+commands run in-process through click's ``CliRunner`` with ``--endpoint`` set to the cluster's
+proxy; what they stored is checked with the SDK. The listing test runs the CLI in a worker
+thread so that a TCP relay on the test's event loop can count the requests it makes.
 """
 
 from __future__ import annotations
@@ -9,290 +11,218 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 
 import pytest
-from aiohttp import web
-from click.testing import CliRunner
+import xxhash
+from click.testing import CliRunner, Result
 
 from aisync.cli.main import cli
-from aisync.util.errors import AisyncError, BucketAlreadyExists, BucketNotFound, ObjectNotFound
+from aisync.client import Client
+from aisync.util.errors import ObjectNotFound
+from tests.client.relay import Relay
+from tests.harness import LocalCluster
 
 
-class FakeNode:
-    def __init__(self) -> None:
-        self.buckets: set[str] = set()
-        self.objects: dict[tuple[str, str], bytes] = {}
-        self.list_calls = 0
-        self.deletes = 0
-        app = web.Application(middlewares=[self.errors], client_max_size=1 << 26)
-        r = app.router
-        r.add_get("/v1/buckets", self.list_buckets)
-        r.add_route("PUT", "/v1/buckets/{b}", self.create)
-        r.add_get("/v1/buckets/{b}/info", self.info)
-        r.add_route("DELETE", "/v1/buckets/{b}", self.destroy)
-        r.add_get("/v1/buckets/{b}", self.list_objects)
-        obj = "/v1/objects/{b}/{name:.+}"
-        r.add_put(obj, self.put)
-        r.add_get(obj, self.get, allow_head=False)
-        r.add_head(obj, self.head)
-        r.add_delete(obj, self.delete)
-        r.add_get("/v1/cluster/status", self.status)
-        self.app = app
-        self.url = ""
-        self._runner: web.AppRunner | None = None
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(targets=3) as c:
+        yield c
 
-    async def start(self) -> FakeNode:
-        self._runner = web.AppRunner(self.app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
 
-    async def stop(self) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-    @web.middleware
-    async def errors(self, request, handler):
-        try:
-            return await handler(request)
-        except AisyncError as err:
-            if request.method == "HEAD":
-                return web.Response(status=err.status, headers={"X-Aisync-Error-Code": err.code})
-            return web.json_response(err.to_dict(), status=err.status)
-
-    def _bucket(self, request) -> str:
-        name = request.match_info["b"]
-        if name not in self.buckets:
-            raise BucketNotFound(f"bucket ais://{name} does not exist")
-        return name
-
-    def _obj(self, request) -> tuple[str, str, bytes]:
-        b = self._bucket(request)
-        name = request.match_info["name"]
-        if (b, name) not in self.objects:
-            raise ObjectNotFound(f"ais://{b}/{name}: no such object")
-        return b, name, self.objects[(b, name)]
-
-    async def list_buckets(self, request):
-        return web.json_response({"buckets": [{"name": b, "provider": "ais", "namespace": "",
-                                               "created": "2026-01-01T00:00:00+00:00"}
-                                              for b in sorted(self.buckets)], "version": 1})
-
-    async def create(self, request):
-        name = request.match_info["b"]
-        if name in self.buckets:
-            raise BucketAlreadyExists(f"bucket ais://{name} already exists")
-        self.buckets.add(name)
-        return web.json_response({"name": name, "provider": "ais"}, status=201)
-
-    async def info(self, request):
-        b = self._bucket(request)
-        sizes = [len(d) for (bb, _), d in self.objects.items() if bb == b]
-        return web.json_response({"name": b, "provider": "ais", "namespace": "",
-                                  "created": "2026-01-01", "objects": len(sizes),
-                                  "bytes": sum(sizes)})
-
-    async def destroy(self, request):
-        b = self._bucket(request)
-        self.buckets.discard(b)
-        for key in [k for k in self.objects if k[0] == b]:
-            del self.objects[key]
-        return web.Response(status=204)
-
-    async def list_objects(self, request):
-        b = self._bucket(request)
-        self.list_calls += 1
-        prefix, token = request.query.get("prefix", ""), request.query.get("token", "")
-        limit = int(request.query.get("limit", "1000"))
-        keys = sorted(k for (bb, k) in self.objects if bb == b and k.startswith(prefix)
-                      and k > token)
-        page = keys[:limit]
-        return web.json_response({
-            "objects": [{"name": k, "size": len(self.objects[(b, k)]), "checksum": "xxh3:0",
-                         "mtime_ns": 1_700_000_000 * 10**9} for k in page],
-            "next_token": page[-1] if len(keys) > limit else None})
-
-    async def put(self, request):
-        b = self._bucket(request)
-        name = request.match_info["name"]
-        data = await request.read()
-        self.objects[(b, name)] = data
-        return web.json_response({"bucket": b, "provider": "ais", "name": name,
-                                  "size": len(data), "checksum": "xxh3:0", "mtime_ns": 1})
-
-    def _headers(self, data: bytes) -> dict[str, str]:
-        return {"X-Aisync-Checksum": "xxh3:0", "ETag": '"0"', "X-Aisync-Mtime-Ns": "1"}
-
-    async def get(self, request):
-        _, _, data = self._obj(request)
-        rng = request.headers.get("Range")
-        if rng:
-            first, _, last = rng.removeprefix("bytes=").partition("-")
-            start, end = int(first), int(last) if last else len(data) - 1
-            headers = self._headers(data)
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            return web.Response(status=206, body=data[start:end + 1], headers=headers)
-        return web.Response(body=data, headers=self._headers(data))
-
-    async def head(self, request):
-        _, _, data = self._obj(request)
-        headers = self._headers(data)
-        headers["Content-Length"] = str(len(data))
-        return web.Response(headers=headers)
-
-    async def delete(self, request):
-        b, name, _ = self._obj(request)
-        del self.objects[(b, name)]
-        self.deletes += 1
-        return web.Response(status=204)
-
-    async def status(self, request):
-        return web.json_response({
-            "cluster": "zone-a", "map_version": 4, "bucket_map_version": 2,
-            "primary": "proxy-0",
-            "nodes": [
-                {"id": "proxy-0", "role": "proxy", "url": self.url, "state": "active",
-                 "primary": True, "map_version": 4},
-                {"id": "target-0", "role": "target", "url": "http://127.0.0.1:2",
-                 "state": "active", "primary": False, "map_version": 4, "objects": 12,
-                 "disks": [{"mountpath": "/d0", "total": 2 * 1024**3, "used": 1024**3,
-                            "free": 1024**3}]},
-            ]})
+@pytest.fixture(scope="module")
+def sdk(cluster):
+    with Client(cluster.endpoint, timeout=10) as c:
+        yield c
 
 
 @pytest.fixture
-async def node():
-    fake = await FakeNode().start()
-    try:
-        yield fake
-    finally:
-        await fake.stop()
+def bucket(sdk) -> str:
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    sdk.create_bucket(name)
+    return name
 
 
 @pytest.fixture
-def invoke(node, tmp_path, monkeypatch):
+def invoke(cluster, tmp_path, monkeypatch):
+    """Run ``aisync --endpoint PROXY ARGS...`` in-process, in ``tmp_path``."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("AISYNC_ENDPOINT", node.url)
+    monkeypatch.delenv("AISYNC_ENDPOINT", raising=False)
+    monkeypatch.setenv("AISYNC_CLUSTER_DIR", str(tmp_path / "no-cluster-dir"))
     runner = CliRunner()
 
-    async def call(*args: str, input: bytes | None = None):
-        return await asyncio.to_thread(runner.invoke, cli, list(args), input=input)
+    def call(*args: str, input: bytes | None = None, endpoint: str | None = None) -> Result:
+        return runner.invoke(cli, ["--endpoint", endpoint or cluster.endpoint, *args],
+                             input=input)
 
     return call
 
 
-async def test_bucket_commands(node, invoke):
-    r = await invoke("bucket", "create", "ais://train")
-    assert r.exit_code == 0 and "created ais://train" in r.stdout
-    r = await invoke("bucket", "create", "train")
-    assert r.exit_code == 1 and r.stderr.strip() == "error: bucket ais://train already exists"
-    r = await invoke("bucket", "ls")
-    assert r.exit_code == 0 and "ais://train" in r.stdout
-    r = await invoke("bucket", "ls", "--json")
-    assert [b["name"] for b in json.loads(r.stdout)] == ["train"]
-    node.objects[("train", "a")] = b"12345"
-    r = await invoke("bucket", "show", "ais://train")
-    assert r.exit_code == 0 and "objects:" in r.stdout and "5 (5 B)" in r.stdout
-    r = await invoke("bucket", "rm", "ais://train", "--dry-run")
-    assert r.exit_code == 0 and "would destroy ais://train: 1 object(s), 5 B" in r.stdout
-    assert "train" in node.buckets
-    r = await invoke("bucket", "rm", "ais://train")  # no --yes, no terminal: refused
-    assert r.exit_code == 2 and "without --yes" in r.stderr and "train" in node.buckets
-    r = await invoke("bucket", "rm", "ais://train", "--yes")
-    assert r.exit_code == 0 and node.buckets == set() and node.objects == {}
-    r = await invoke("bucket", "show", "ais://train")
-    assert r.exit_code == 1 and r.stderr.startswith("error: bucket ais://train does not exist")
+def names(sdk: Client, bucket: str) -> list[str]:
+    return [e.name for e in sdk.iter_objects(bucket)]
 
 
-async def test_put_get_head_single_file(node, invoke, tmp_path):
-    node.buckets.add("b")
+def test_bucket_commands(invoke, sdk):
+    name = f"cli-{uuid.uuid4().hex[:10]}"
+    r = invoke("bucket", "create", f"ais://{name}")
+    assert r.exit_code == 0, r.output
+    assert f"created ais://{name}" in r.stdout and sdk.head_bucket(name) is True
+    r = invoke("bucket", "create", name)
+    assert r.exit_code == 1 and r.stderr.strip() == f"error: bucket ais://{name} already exists"
+    r = invoke("bucket", "ls")
+    assert r.exit_code == 0 and r.stdout.splitlines()[0].split() == ["BUCKET", "CREATED"]
+    assert f"ais://{name}" in r.stdout
+    r = invoke("bucket", "ls", "--json")
+    assert name in [b["name"] for b in json.loads(r.stdout)]
+    sdk.put_object(name, "a", b"12345")
+    r = invoke("bucket", "show", f"ais://{name}")
+    assert r.exit_code == 0, r.output
+    fields = dict(line.split(":", 1) for line in r.stdout.splitlines())
+    assert fields["bucket"].strip() == f"ais://{name}"
+    assert fields["objects"].strip() == "1" and fields["bytes"].strip() == "5 (5 B)"
+    r = invoke("bucket", "show", name, "--json")
+    assert (json.loads(r.stdout)["objects"], json.loads(r.stdout)["bytes"]) == (1, 5)
+    r = invoke("bucket", "rm", f"ais://{name}", "--dry-run")
+    assert r.exit_code == 0 and f"would destroy ais://{name}: 1 object(s), 5 B" in r.stdout
+    assert sdk.head_bucket(name) is True and sdk.get_object(name, "a") == b"12345"
+    r = invoke("bucket", "rm", f"ais://{name}")  # no --yes, no terminal: refused
+    assert r.exit_code == 2 and "without --yes" in r.stderr and sdk.head_bucket(name) is True
+    r = invoke("bucket", "rm", f"ais://{name}", "--yes")
+    assert r.exit_code == 0 and f"destroyed ais://{name}" in r.stdout
+    assert sdk.head_bucket(name) is False
+    r = invoke("bucket", "show", f"ais://{name}")
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"error: bucket ais://{name} does not exist")
+    r = invoke("bucket", "ls", "--json")
+    assert name not in [b["name"] for b in json.loads(r.stdout)]
+
+
+def test_put_get_head_single_file(invoke, sdk, bucket, tmp_path):
     data = os.urandom(300_000)
     (tmp_path / "in.bin").write_bytes(data)
-    r = await invoke("object", "put", "in.bin", "ais://b/dir/")
+    r = invoke("object", "put", "in.bin", f"ais://{bucket}/dir/")
     assert r.exit_code == 0, r.output
-    assert node.objects[("b", "dir/in.bin")] == data
-    r = await invoke("object", "put", "in.bin", "ais://b/renamed.bin")
-    assert r.exit_code == 0 and ("b", "renamed.bin") in node.objects
-    r = await invoke("object", "get", "ais://b/dir/in.bin")  # default: base name in cwd
+    assert f"uploaded ais://{bucket}/dir/in.bin" in r.stdout
+    assert sdk.get_object(bucket, "dir/in.bin") == data
+    r = invoke("object", "put", "in.bin", f"ais://{bucket}/renamed.bin")
+    assert r.exit_code == 0 and sdk.get_object(bucket, "renamed.bin") == data
+    (tmp_path / "in.bin").unlink()
+    r = invoke("object", "get", f"ais://{bucket}/dir/in.bin")  # default: base name in cwd
     assert r.exit_code == 0, r.output
-    out = tmp_path / "in.bin"
-    assert out.read_bytes() == data
+    assert (tmp_path / "in.bin").read_bytes() == data
     (tmp_path / "sub").mkdir()
-    r = await invoke("object", "get", "ais://b/dir/in.bin", "-o", "sub")
+    r = invoke("object", "get", f"ais://{bucket}/dir/in.bin", "-o", "sub")
     assert r.exit_code == 0 and (tmp_path / "sub" / "in.bin").read_bytes() == data
-    r = await invoke("object", "get", "ais://b/dir/in.bin", "-o", "-", "--range", "10-19")
+    r = invoke("object", "get", f"ais://{bucket}/dir/in.bin", "-o", "-", "--range", "10-19")
     assert r.exit_code == 0 and r.stdout_bytes == data[10:20]
-    r = await invoke("object", "get", "ais://b/dir/in.bin", "-")
+    r = invoke("object", "get", f"ais://{bucket}/dir/in.bin", "-")
     assert r.exit_code == 0 and r.stdout_bytes == data
-    r = await invoke("object", "head", "ais://b/dir/in.bin", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["size"] == len(data)
-    r = await invoke("object", "get", "ais://b/missing")
-    assert r.exit_code == 1 and r.stderr.strip() == "error: ais://b/missing: no such object"
-    assert not (tmp_path / "missing").exists()
-    r = await invoke("object", "head", "ais://b/missing")
-    assert r.exit_code == 1 and r.stderr.startswith("error: ")
-
-
-async def test_put_stdin(node, invoke):
-    node.buckets.add("b")
-    r = await invoke("object", "put", "-", "ais://b/from-stdin", input=b"piped bytes")
+    r = invoke("object", "head", f"ais://{bucket}/dir/in.bin", "--json")
     assert r.exit_code == 0, r.output
-    assert node.objects[("b", "from-stdin")] == b"piped bytes"
-    r = await invoke("object", "put", "-", "ais://b/", input=b"x")
+    doc = json.loads(r.stdout)
+    assert (doc["bucket"], doc["name"], doc["size"]) == (bucket, "dir/in.bin", len(data))
+    assert doc["checksum"] == "xxh3:" + xxhash.xxh3_64_hexdigest(data)
+    r = invoke("object", "head", f"ais://{bucket}/dir/in.bin")
+    assert r.exit_code == 0 and f"size:     {len(data)} (293.0 KiB)" in r.stdout
+    r = invoke("object", "get", f"ais://{bucket}/missing")
+    assert r.exit_code == 1
+    assert r.stderr.strip() == f"error: ais://{bucket}/missing: no such object"
+    assert not (tmp_path / "missing").exists()
+    assert [p.name for p in tmp_path.iterdir() if "aisync-part" in p.name] == []
+    r = invoke("object", "head", f"ais://{bucket}/missing")
+    assert r.exit_code == 1 and r.stderr.startswith("error: ")
+    assert "no such object" in r.stderr
+
+
+def test_put_stdin(invoke, sdk, bucket):
+    r = invoke("object", "put", "-", f"ais://{bucket}/from-stdin", input=b"piped bytes")
+    assert r.exit_code == 0, r.output
+    assert sdk.get_object(bucket, "from-stdin") == b"piped bytes"
+    r = invoke("object", "put", "-", f"ais://{bucket}/", input=b"x")
     assert r.exit_code == 2 and "full object name" in r.stderr
+    assert names(sdk, bucket) == ["from-stdin"]
 
 
-async def test_recursive_put_ls_and_rm(node, invoke, tmp_path):
-    node.buckets.add("b")
+async def test_recursive_put_ls_and_rm(cluster, invoke, sdk, bucket, tmp_path):
+    async def run(*args: str, endpoint: str | None = None) -> Result:
+        return await asyncio.to_thread(invoke, *args, endpoint=endpoint)
+
     src = tmp_path / "tree"
     files = {"a.txt": b"a", "sub/b.txt": b"bb", "sub/deeper/c.bin": os.urandom(2000)}
     for rel, content in files.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_bytes(content)
-    r = await invoke("object", "put", str(src), "ais://b/data", "--recursive", "--jobs", "2")
+    r = await run("object", "put", str(src), f"ais://{bucket}/data", "--recursive",
+                  "--jobs", "2")
     assert r.exit_code == 0, r.output
     assert "uploaded 3 file(s)" in r.stdout and "MiB/s" in r.stdout
-    assert {k: v for (_, k), v in node.objects.items()} == {
-        f"data/{rel}": content for rel, content in files.items()}
-    node.objects[("b", "other")] = b"o"
+    assert {f"data/{rel}": content for rel, content in files.items()} == {
+        name: sdk.get_object(bucket, name) for name in names(sdk, bucket)}
+    sdk.put_object(bucket, "other", b"o")
 
-    node.list_calls = 0
-    r = await invoke("object", "ls", "ais://b/data/", "--page-size", "2")
+    async with Relay(cluster.endpoint) as relay:  # counts the listing requests
+        r = await run("object", "ls", f"ais://{bucket}/data/", "--page-size", "2",
+                      endpoint=relay.url)
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["NAME", "SIZE", "MODIFIED"]
     assert [line.split()[0] for line in lines[1:]] == [
         "data/a.txt", "data/sub/b.txt", "data/sub/deeper/c.bin"]
-    assert node.list_calls == 2  # streamed page by page
+    assert bytes(relay.sent).count(f"GET /v1/buckets/{bucket}?".encode()) == 2  # page by page
     assert "3 object(s)" in r.stderr
-    r = await invoke("object", "ls", "ais://b", "--prefix", "data/sub/", "--json")
+    r = await run("object", "ls", f"ais://{bucket}", "--prefix", "data/sub/", "--json")
     assert [o["name"] for o in json.loads(r.stdout)] == ["data/sub/b.txt",
                                                           "data/sub/deeper/c.bin"]
-    r = await invoke("object", "ls", "ais://b", "--limit", "1", "--json")
+    assert [o["size"] for o in json.loads(r.stdout)] == [2, 2000]
+    r = await run("object", "ls", f"ais://{bucket}", "--limit", "1", "--json")
     assert [o["name"] for o in json.loads(r.stdout)] == ["data/a.txt"]
-    r = await invoke("object", "ls", "ais://b/x/", "--prefix", "y")
+    r = await run("object", "ls", f"ais://{bucket}/x/", "--prefix", "y")
     assert r.exit_code == 2
 
-    r = await invoke("object", "rm", "ais://b/data/", "--recursive", "--dry-run")
+    r = await run("object", "rm", f"ais://{bucket}/data/", "--recursive", "--dry-run")
     assert r.exit_code == 0 and "would delete 3 object(s)" in r.stdout
-    assert node.deletes == 0 and len(node.objects) == 4
-    r = await invoke("object", "rm", "ais://b/data/")
+    assert len(names(sdk, bucket)) == 4
+    r = await run("object", "rm", f"ais://{bucket}/data/")
     assert r.exit_code == 2 and "--recursive" in r.stderr
-    r = await invoke("object", "rm", "ais://b", "--recursive", "--prefix", "data/")
+    r = await run("object", "rm", f"ais://{bucket}", "--recursive", "--prefix", "data/")
     assert r.exit_code == 0 and "deleted 3 object(s)" in r.stdout, r.output
-    assert list(node.objects) == [("b", "other")]
-    r = await invoke("object", "rm", "ais://b/other")
-    assert r.exit_code == 0 and node.objects == {}
+    assert names(sdk, bucket) == ["other"]
+    r = await run("object", "rm", f"ais://{bucket}/other", "--dry-run")
+    assert r.exit_code == 0 and f"would delete ais://{bucket}/other (1 B)" in r.stdout
+    r = await run("object", "rm", f"ais://{bucket}/other")
+    assert r.exit_code == 0 and names(sdk, bucket) == []
+    with pytest.raises(ObjectNotFound):
+        sdk.head_object(bucket, "other")
 
 
-async def test_cluster_status_table_and_json(node, invoke):
-    r = await invoke("cluster", "status")
+def test_cluster_status_table_and_json(cluster, invoke, sdk, bucket):
+    sdk.put_object(bucket, "counted", b"x" * 1000)
+    version = cluster.cluster_map()["version"]
+    r = invoke("cluster", "status")
     assert r.exit_code == 0, r.output
-    assert "cluster zone-a" in r.stdout and "map v4" in r.stdout and "bucket map v2" in r.stdout
-    row = next(line for line in r.stdout.splitlines() if line.startswith("target-0"))
-    assert "1.0 GiB/2.0 GiB" in row and row.split()[-1] == "12"
-    proxy_row = next(line for line in r.stdout.splitlines() if line.startswith("proxy-0"))
-    assert " * " in proxy_row
-    r = await invoke("cluster", "status", "--json")
-    assert json.loads(r.stdout)["map_version"] == 4
+    header, *table = r.stdout.splitlines()
+    assert header.startswith(f"cluster test-zone  map v{version}  bucket map v")
+    assert "primary proxy-0" in header and f"endpoint {cluster.endpoint}" in header
+    columns = table[0]
+    assert columns.split()[:4] == ["ID", "ROLE", "STATE", "PRIMARY"]
+    disk_at, objects_at = columns.index("DISK USED/TOTAL"), columns.index("OBJECTS")
+    rows = {line.split()[0]: line for line in table[1:]}
+    assert set(rows) == {n.id for n in cluster.nodes}
+    proxy = rows["proxy-0"].split()
+    assert proxy[1:6] == ["proxy", "active", "*", cluster.endpoint, str(version)]
+    for target in cluster.targets:
+        row = rows[target.id]
+        assert row.split()[1:5] == ["target", "active", target.url, str(version)]  # no '*'
+        used, _, total = row[disk_at:objects_at].strip().partition("/")
+        assert used.endswith("B") and total.endswith("B"), row  # e.g. "1.2 GiB/50.0 GiB"
+        assert row[objects_at:].strip().isdigit(), row
+
+    r = invoke("cluster", "status", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert (doc["cluster"], doc["primary"], doc["map_version"]) == (
+        "test-zone", "proxy-0", version)
+    assert {n["id"] for n in doc["nodes"]} == {n.id for n in cluster.nodes}
+    targets = [n for n in doc["nodes"] if n["role"] == "target"]
+    assert all(n["state"] == "active" and n["disks"] for n in targets)
+    assert sum(n["objects"] for n in targets) >= 1  # at least the object stored above
