@@ -29,19 +29,37 @@ def bucket() -> None:
 
 @bucket.command()
 @click.argument("uri")
+@click.option("--profile", help="Backend profile (credentials) in the nodes' configuration.")
+@click.option("--endpoint", help="Endpoint URL of an S3-compatible (or other) source.")
+@click.option("--region", help="Region of the source bucket.")
+@click.option("--path", help="fs:// only: the directory that is the source of truth.")
+@click.option("--source", help="The bucket's name at the provider, if not the same.")
 @click.pass_context
-def create(ctx: click.Context, uri: str) -> None:
-    """Create a bucket.
+def create(ctx: click.Context, uri: str, profile: str | None, endpoint: str | None,
+           region: str | None, path: str | None, source: str | None) -> None:
+    """Create a bucket: cluster-local (ais://), or a cached view of a source bucket.
+
+    For a source (s3://, gs://, az://, oci://, fs://) the cluster first checks that it can
+    reach it; credentials come from a backend profile in the nodes' configuration.
 
     \b
-    Example:
+    Examples:
       aisync bucket create ais://train
+      aisync bucket create s3://datasets --endpoint http://127.0.0.1:9000 --profile lab
+      aisync bucket create fs://nfs-home --path /mnt/nfs/home
     """
     ref = bucket_arg(uri)
+    settings: dict[str, str] = {}
+    if endpoint:
+        settings["endpoint_url"] = endpoint
+    if region:
+        settings["region"] = region
+    if path:
+        settings["path"] = path
 
     async def go() -> None:
         async with state_of(ctx).client() as client:
-            await client.create_bucket(ref)
+            await client.create_bucket(ref, profile=profile, settings=settings, source=source)
 
     run(go())
     click.echo(f"created {ref}")

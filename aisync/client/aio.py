@@ -24,7 +24,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from aisync.client.body import BodySource, Progress, make_body
+from aisync.client.body import BodySource, BytesBody, Progress, make_body
 from aisync.client.types import ObjectEntry, ObjectInfo, ObjectPage, range_header
 from aisync.util.errors import (
     AisyncError,
@@ -222,8 +222,13 @@ class AsyncClient:
             return resp
 
     async def _json(self, method: str, path: str, params: Mapping[str, object] | None = None,
-                    label: str = "") -> Any:
-        resp = await self._open(method, self._url(path, params), label=label)
+                    label: str = "", payload: Any = None) -> Any:
+        body = headers = None
+        if payload is not None:
+            body = BytesBody(json.dumps(payload).encode(), None)
+            headers = {"Content-Type": "application/json"}
+        resp = await self._open(method, self._url(path, params), headers=headers, body=body,
+                                label=label)
         try:
             if resp.status == 204:
                 return None
@@ -277,10 +282,23 @@ class AsyncClient:
         doc = await self._json("GET", "/v1/buckets")
         return list((doc or {}).get("buckets") or [])
 
-    async def create_bucket(self, bucket: BucketLike) -> dict:
+    async def create_bucket(self, bucket: BucketLike, *, profile: str | None = None,
+                            settings: Mapping[str, Any] | None = None,
+                            source: str | None = None) -> dict:
+        """Create ``ais://name``, or a cached view of a source bucket (``s3://``, ``fs://`` …):
+        ``profile`` names a backend profile of the nodes' configuration (credentials),
+        ``settings`` holds non-secret provider settings (``endpoint_url``, ``path`` …),
+        ``source`` the bucket's name at the provider when it differs."""
         ref = as_bucket(bucket)
+        props: dict[str, Any] = {}
+        if profile:
+            props["profile"] = profile
+        if settings:
+            props["settings"] = dict(settings)
+        if source:
+            props["source"] = source
         return await self._json("PUT", self._bucket_path(ref), self._bucket_params(ref),
-                                label=str(ref)) or {}
+                                label=str(ref), payload=props or None) or {}
 
     async def head_bucket(self, bucket: BucketLike) -> bool:
         """True if the bucket exists (404 → False; other errors raise)."""

@@ -107,8 +107,9 @@ class Client:
     def list_buckets(self) -> list[dict]:
         return self._call(self._async.list_buckets())
 
-    def create_bucket(self, bucket: BucketLike) -> dict:
-        return self._call(self._async.create_bucket(bucket))
+    def create_bucket(self, bucket: BucketLike, **props: Any) -> dict:
+        """See :meth:`AsyncClient.create_bucket` (``profile``, ``settings``, ``source``)."""
+        return self._call(self._async.create_bucket(bucket, **props))
 
     def head_bucket(self, bucket: BucketLike) -> bool:
         return self._call(self._async.head_bucket(bucket))

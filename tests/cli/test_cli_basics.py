@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,8 +50,9 @@ def test_every_command_has_teaching_help(runner, args):
     result = runner.invoke(cli, [*args, "--help"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("Usage: ")
-    assert "Example:" in result.output
-    assert "aisync " in result.output.split("Example:", 1)[1]
+    match = re.search(r"Examples?:", result.output)
+    assert match, result.output
+    assert "aisync " in result.output[match.end():]
 
 
 def test_version(runner):
