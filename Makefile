@@ -10,6 +10,7 @@ install:
 install-dev:
 	$(PIP) install -q -e '.[dev]'
 	bash .ci/postgres.sh
+	bash .ci/azurite.sh
 
 # The main job on embedded defaults: a local cluster, a dataset round trip, a report.
 demo: install

@@ -152,6 +152,12 @@ class NodeConfig(_Section):
         description="'auto': targets use asyncio's loop (native sendfile for zero-copy reads); "
         "proxies use uvloop when installed.",
     )
+    backends: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named backend profiles: {name: {provider: s3, endpoint_url: ..., "
+        "access_key: ..., secret_key: ...}}. Buckets refer to a profile by name; credentials "
+        "stay in node configuration and never enter the replicated bucket map.",
+    )
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     keepalive: KeepaliveSection = Field(default_factory=KeepaliveSection)
     storage: StorageSection = Field(default_factory=StorageSection)

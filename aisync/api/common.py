@@ -85,13 +85,35 @@ def http_date(seconds: int) -> str:
 
 
 def object_headers(meta: ObjectMetadata) -> dict[str, str]:
-    return {
+    """Headers of a stored object. A copy cached from a source carries the source's ETag (what
+    clients of that source know) and its version id; ``X-Aisync-Checksum`` is always ours."""
+    headers = {
         "ETag": f'"{meta.etag}"',
         "X-Aisync-Checksum": meta.checksum,
         "X-Aisync-Mtime-Ns": str(meta.mtime_ns),
         "Last-Modified": http_date(meta.mtime_ns // 1_000_000_000),
         "Accept-Ranges": "bytes",
     }
+    if meta.source:
+        if meta.source.get("etag"):
+            headers["ETag"] = f'"{meta.source["etag"]}"'
+        if meta.source.get("last_modified"):
+            headers["Last-Modified"] = http_date(int(meta.source["last_modified"]))
+        if meta.source.get("version_id"):
+            headers["X-Aisync-Source-Version"] = str(meta.source["version_id"])
+    return headers
+
+
+def source_headers(version) -> dict[str, str]:
+    """Headers of an object read from its source (cold GET or HEAD not cached yet)."""
+    headers = {"Accept-Ranges": "bytes", "X-Aisync-Cache": "miss"}
+    if version.etag:
+        headers["ETag"] = f'"{version.etag}"'
+    if version.last_modified:
+        headers["Last-Modified"] = http_date(int(version.last_modified))
+    if version.version_id:
+        headers["X-Aisync-Source-Version"] = str(version.version_id)
+    return headers
 
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -129,3 +151,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 def content_range(offset: int, length: int, size: int) -> str:
     return f"bytes {offset}-{offset + length - 1}/{size}"
+
+
+def misdirected_put(request: web.BaseRequest, cmap, bmap, self_id: str) -> web.Response | None:
+    """For ``Expect: 100-continue``: a 307 to the owner when this target does not own the
+    object (so the body never comes here), else None (the body may flow)."""
+    if cmap is None or bmap is None:
+        return None
+    ref = bucket_ref(request)
+    if bmap.get(ref) is None:
+        return None  # the handler answers BucketNotFound
+    owner = cmap.owner(ref, object_name(request))
+    if owner.id == self_id:
+        return None
+    return web.Response(status=307, headers={"Location": f"{owner.url}{request.path_qs}"})

@@ -23,17 +23,30 @@ from aisync.api.common import (
 )
 from aisync.api.relay import relay
 from aisync.api.runtime import NodeRuntime
-from aisync.cluster.maps import NodeInfo
+from aisync.cluster.maps import BucketProps, NodeInfo
 from aisync.cluster.primary import Primary
 from aisync.util.errors import (
     AisyncError,
     InvalidArgument,
     NodeUnavailable,
     NotPrimary,
+    NotSupported,
 )
 from aisync.util.names import validate_prefix
 
 log = logging.getLogger("aisync.proxy")
+
+
+async def _json_object(request: web.BaseRequest) -> dict:
+    if not request.body_exists:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidArgument("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    return body
 
 
 class ProxyNode(NodeRuntime):
@@ -140,13 +153,28 @@ class ProxyNode(NodeRuntime):
                 from exc
 
     async def handle_create_bucket(self, request: web.BaseRequest) -> web.Response:
+        """Create ``ais://`` buckets, or cached views of a source (body: profile, settings,
+        source). A source is checked (reachable, bucket exists, credentials work) first."""
         ref = bucket_ref(request)
-        if ref.provider != "ais" or ref.namespace:
-            raise InvalidArgument(f"{ref}: only cluster-local ais:// buckets can be created yet")
+        if ref.namespace:
+            raise NotSupported(f"{ref}: buckets of peer clusters arrive with cluster peering")
         if not self.is_primary:
             return await self._forward_to_primary(request)
         assert self.primary is not None
-        props = await self.primary.create_bucket(ref)
+        body = await _json_object(request)
+        unknown = set(body) - {"profile", "settings", "source"}
+        if unknown:
+            raise InvalidArgument(f"unknown bucket properties: {', '.join(sorted(unknown))}")
+        if ref.provider == "ais" and body:
+            raise InvalidArgument("ais:// buckets take no source properties")
+        try:
+            props = BucketProps(name=ref.name, provider=ref.provider, **body)
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid bucket properties: {exc}") from None
+        if props.backed:
+            backend, source = self.sources.backend_for(props)
+            await backend.list_page(source, limit=1)  # typed errors reach the client
+        props = await self.primary.create_bucket(props)
         return web.json_response(props.model_dump(), status=201)
 
     async def handle_destroy_bucket(self, request: web.BaseRequest) -> web.Response:

@@ -25,10 +25,17 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import bool_query, bucket_ref, object_headers, object_name
+from aisync.api.common import (
+    bool_query,
+    bucket_ref,
+    misdirected_put,
+    object_headers,
+    object_name,
+)
 from aisync.api.files import FdResponse, range_of, small_response
 from aisync.api.relay import relay
 from aisync.api.router import Router
+from aisync.cluster.maps import BucketMap, ClusterMap
 from aisync.config import NodeConfig
 from aisync.storage.reader import ObjectReader
 from aisync.util.errors import ObjectNotFound
@@ -52,6 +59,31 @@ class ReadWorker:
         self.router = Router(fallback=self.forward)
         self.router.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
         self.router.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
+        self.router.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.forward,
+                        expect=self.expect_put)
+        self.cmap: ClusterMap | None = None
+        self.bmap: BucketMap | None = None
+
+    async def follow_maps(self, interval: float = 1.0) -> None:
+        """Keep the main process's maps (to redirect misdirected PUTs before their body)."""
+        assert self.session is not None
+        while True:
+            try:
+                for path, kind in (("/v1/cluster/map", ClusterMap),
+                                   ("/v1/cluster/bucket-map", BucketMap)):
+                    async with self.session.get(f"http://target{path}") as resp:
+                        if resp.status == 200:
+                            doc = kind.model_validate(await resp.json())
+                            if kind is ClusterMap:
+                                self.cmap = doc
+                            else:
+                                self.bmap = doc
+            except (aiohttp.ClientError, ValueError, OSError) as exc:
+                log.debug("cannot read the maps from the main process: %s", exc)
+            await asyncio.sleep(interval)
+
+    async def expect_put(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        return misdirected_put(request, self.cmap, self.bmap, str(self.config.node_id))
 
     async def forward(self, request: web.BaseRequest) -> web.StreamResponse:
         assert self.session is not None
@@ -105,7 +137,9 @@ class ReadWorker:
                                reuse_port=True)
             await site.start()
             log.info("read worker serving %s", self.config.url)
+            follower = asyncio.create_task(self.follow_maps())
             await stop.wait()
+            follower.cancel()
         finally:
             await runner.cleanup()
             await self.session.close()

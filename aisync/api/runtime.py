@@ -24,6 +24,7 @@ from aisync.api.router import Router
 from aisync.catalog import Catalog
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
 from aisync.cluster.primary import WorkerStatus
+from aisync.cluster.sources import SourcePool
 from aisync.cluster.state import ClusterState
 from aisync.config import NodeConfig
 from aisync.util.errors import BucketNotFound, InvalidArgument, NodeUnavailable
@@ -58,6 +59,7 @@ class NodeRuntime:
         self._blocking = ThreadPoolExecutor(4, thread_name_prefix="aisync-ctl")
         self.catalog = Catalog(config.resolved_catalog_url())
         self.state = ClusterState(self.catalog, self.run_blocking)
+        self.sources = SourcePool(config.backends)
         self.session: aiohttp.ClientSession | None = None
         self.workers: dict[str, WorkerStatus] = {}
         self._tasks: list[asyncio.Task] = []
@@ -85,6 +87,7 @@ class NodeRuntime:
             timeout=aiohttp.ClientTimeout(total=self.config.http.client_timeout),
             connector=aiohttp.TCPConnector(limit=256))
         self._stack.push_async_callback(self.session.close)
+        self._stack.push_async_callback(self.sources.close)
         self._stack.push_async_callback(self._cancel_tasks)
         await self.start_role()
 

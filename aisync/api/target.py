@@ -22,20 +22,25 @@ from aiohttp import web
 
 from aisync.api.common import (
     bool_query,
+    misdirected_put,
     object_headers,
     object_name,
     page_limit,
+    source_headers,
 )
 from aisync.api.files import FdResponse, range_of, small_response
 from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
-from aisync.cluster.maps import BucketMap, ClusterMap
+from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
 from aisync.cluster.primary import WorkerStatus
+from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import ObjectStore
-from aisync.util.errors import ObjectNotFound
+from aisync.sync.readthrough import ReadThrough
+from aisync.util.errors import IncompleteBody, ObjectNotFound
 from aisync.util.names import BucketRef, validate_prefix
 
 log = logging.getLogger("aisync.target")
+WRITE_CHUNK = 1 << 20
 
 
 class TargetNode(NodeRuntime):
@@ -47,10 +52,11 @@ class TargetNode(NodeRuntime):
                                  Path(config.data_dir) / "index.db", fsync=config.storage.fsync,
                                  hot_cache_bytes=config.storage.hot_cache_bytes)
         self.small = config.storage.small_object_bytes
+        self.readthrough = ReadThrough(self.store)
         r = self.router
         r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
         r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
-        r.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_put)
+        r.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_put, expect=self.expect_put)
         r.add("DELETE", "/v1/objects/{bucket}/{name:.+}", self.handle_delete)
         r.add("GET", "/v1/buckets/{bucket}", self.handle_list)
         r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info)
@@ -59,6 +65,7 @@ class TargetNode(NodeRuntime):
     async def start_role(self) -> None:
         await self.store.start()
         self._stack.push_async_callback(self.store.stop)
+        self._stack.push_async_callback(self.readthrough.close)
         if self.store.rebuilt_objects is not None:
             log.info("object index rebuilt from files: %d objects", self.store.rebuilt_objects)
         self.spawn(self._join_loop(), "join")
@@ -131,7 +138,7 @@ class TargetNode(NodeRuntime):
 
     # -- objects --
     async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
-        ref, _ = self.known_bucket(request)
+        ref, props = self.known_bucket(request)
         name = object_name(request)
         uname = ref.uname
         hit = self.store.cached(uname, name)
@@ -142,6 +149,8 @@ class TargetNode(NodeRuntime):
             obj = self.store.open(uname, name)
         except ObjectNotFound:
             self._redirect_to_owner(request, ref, name)
+            if props.backed:
+                return await self._cold_get(request, props, name)
             raise ObjectNotFound(f"{ref}/{name}: no such object") from None
         try:
             if obj.size <= self.small and request.method == "GET":
@@ -160,27 +169,101 @@ class TargetNode(NodeRuntime):
         finally:
             obj.close()
 
+    async def _cold_get(self, request: web.BaseRequest, props: BucketProps,
+                        name: str) -> web.StreamResponse:
+        """Read through: fetch from the source once, stream to this client as bytes land."""
+        backend, source = self.sources.backend_for(props)
+        if request.method == "HEAD":
+            version = await backend.head(source, name)
+            headers = source_headers(version)
+            status, _, count = range_of(request, version.size, headers)
+            headers["Content-Length"] = str(count)
+            return web.Response(status=status, headers=headers)
+        fetch = self.readthrough.fetch(backend, source, props.ref.uname, name)
+        async with fetch.reader() as fd:
+            version = fetch.version
+            assert version is not None
+            headers = source_headers(version)
+            status, offset, count = range_of(request, version.size, headers)
+            response = web.StreamResponse(status=status, headers=headers)
+            response.content_length = count
+            await response.prepare(request)
+            position, end = offset, offset + count
+            try:
+                while position < end:
+                    available = await fetch.wait_for(position)
+                    if available <= position:
+                        raise IncompleteBody("the source ended early")
+                    n = min(available, end, position + WRITE_CHUNK) - position
+                    data = await self.store.run_io(os.pread, fd, n, position)
+                    await response.write(data)
+                    position += len(data)
+            except Exception as exc:
+                # Headers are gone: the only honest signal left is to cut the connection, so
+                # the client sees a short body against Content-Length, never a complete object.
+                log.warning("cold GET of %s/%s aborted: %s", props.ref, name, exc)
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError(str(exc)) from exc
+            await response.write_eof()
+            return response
+
+    async def expect_put(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        return misdirected_put(request, self.state.cmap, self.state.bmap, self.node_id)
+
     async def handle_put(self, request: web.BaseRequest) -> web.Response:
-        ref, _ = self.known_bucket(request)
+        ref, props = self.known_bucket(request)
         name = object_name(request)
         self._redirect_to_owner(request, ref, name)
-        meta = await self.store.put(
-            ref.uname, name, request.content.iter_any(),
-            expected_size=request.content_length,
-            expected_checksum=request.headers.get("X-Aisync-Checksum"),
-            max_size=self.config.http.max_object_bytes)
+        if props.backed:
+            meta = await self._write_through(request, props, name)
+        else:
+            meta = await self.store.put(
+                ref.uname, name, request.content.iter_any(),
+                expected_size=request.content_length,
+                expected_checksum=request.headers.get("X-Aisync-Checksum"),
+                max_size=self.config.http.max_object_bytes)
         return web.json_response({"bucket": ref.name, "provider": ref.provider, "name": name,
                                   "size": meta.size, "checksum": meta.checksum,
                                   "mtime_ns": meta.mtime_ns}, headers=object_headers(meta))
 
-    async def handle_delete(self, request: web.BaseRequest) -> web.Response:
-        ref, _ = self.known_bucket(request)
-        name = object_name(request)
+    async def _write_through(self, request: web.BaseRequest, props: BucketProps,
+                             name: str) -> ObjectMetadata:
+        """The source's write succeeds before anything is cached or acknowledged."""
+        backend, source = self.sources.backend_for(props)
+        writer = self.store.writer(props.ref.uname, name,
+                                   max_size=self.config.http.max_object_bytes)
         try:
-            await self.store.delete(ref.uname, name)
-        except ObjectNotFound:
-            self._redirect_to_owner(request, ref, name)
-            raise
+            async for chunk in request.content.iter_any():
+                await writer.write(chunk)
+            await writer.finish(request.content_length,
+                                request.headers.get("X-Aisync-Checksum"))
+            version = await backend.put(source, name, writer.temp,
+                                        content_type=request.headers.get("Content-Type"))
+            return await writer.commit(source=version.to_dict())
+        finally:
+            await writer.abort()
+
+    async def handle_delete(self, request: web.BaseRequest) -> web.Response:
+        ref, props = self.known_bucket(request)
+        name = object_name(request)
+        self._redirect_to_owner(request, ref, name)
+        if props.backed:  # the source first: a failed delete there keeps the cached copy
+            backend, source = self.sources.backend_for(props)
+            try:
+                await backend.delete(source, name)
+            except ObjectNotFound:
+                try:
+                    await self.store.delete(ref.uname, name)
+                except ObjectNotFound:
+                    pass
+                raise
+            try:
+                await self.store.delete(ref.uname, name)
+            except ObjectNotFound:
+                pass
+            return web.Response(status=204)
+        await self.store.delete(ref.uname, name)
         return web.Response(status=204)
 
     # -- listing --
@@ -204,5 +287,6 @@ class TargetNode(NodeRuntime):
         status = await super().node_status()
         disks = await self.run_blocking(self.store.disk_usage)
         count, total = await self.store.summary()
-        status.update(disks=[dataclasses.asdict(d) for d in disks], objects=count, bytes=total)
+        status.update(disks=[dataclasses.asdict(d) for d in disks], objects=count, bytes=total,
+                      readthrough=dataclasses.asdict(self.readthrough.stats))
         return status

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid as uuidlib
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,10 +109,28 @@ class ClusterMap(_Doc):
 
 
 class BucketProps(_Doc):
+    """A bucket and, for buckets cached from a source of truth, where that source is.
+
+    ``profile`` names a backend profile of the nodes' configuration (credentials live there);
+    ``settings`` holds non-secret provider settings (an endpoint, a region, an fs ``path``);
+    ``source`` is the bucket's name at the provider when it differs from ``name``.
+    """
+
     name: str
     provider: str = "ais"
     namespace: str = ""
     created: str = Field(default_factory=_now)
+    profile: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def backed(self) -> bool:
+        return self.provider != "ais" or bool(self.namespace)
+
+    @property
+    def source_bucket(self) -> str:
+        return self.source or self.name
 
     @property
     def ref(self) -> BucketRef:

@@ -167,13 +167,12 @@ class Primary:
                 await self._publish(new)
 
     # -- buckets --
-    async def create_bucket(self, ref: BucketRef) -> BucketProps:
+    async def create_bucket(self, props: BucketProps) -> BucketProps:
         async with self._lock:
             bmap = self.state.bmap
             assert bmap is not None
-            if bmap.get(ref) is not None:
-                raise BucketAlreadyExists(f"bucket {ref} already exists")
-            props = BucketProps(name=ref.name, provider=ref.provider, namespace=ref.namespace)
+            if bmap.get(props.ref) is not None:
+                raise BucketAlreadyExists(f"bucket {props.ref} already exists")
             await self._publish(bmap=bmap.with_bucket(props))
             return props
 

@@ -9,6 +9,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.harness import free_port
+
 
 def raw(cluster, method: str, path: str, body: bytes | None = None,
         headers: dict | None = None) -> tuple[int, dict]:
@@ -107,8 +109,23 @@ def test_bucket_errors(cluster, bucket):
     assert (status, body["code"]) == (404, "BucketNotFound")
     status, body = raw(cluster, "HEAD", "/v1/buckets/never-made")
     assert (status, body["code"]) == (404, "BucketNotFound")
-    status, body = raw(cluster, "PUT", "/v1/buckets/x?provider=s3")
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: never a real cloud endpoint
+    status, body = raw(cluster, "PUT", "/v1/buckets/x?provider=s3",
+                       body=json.dumps({"settings": {"endpoint_url": dead}}).encode())
+    assert (status, body["code"]) == (403, "AccessDenied")  # no credentials: refused before I/O
+    status, body = raw(cluster, "PUT", "/v1/buckets/x?provider=s3", body=json.dumps(
+        {"settings": {"endpoint_url": dead, "secret_key": "s3cr3t"}}).encode())
     assert (status, body["code"]) == (400, "InvalidArgument")
+    assert "s3cr3t" not in body["message"] and "profile" in body["message"]
+    for props, code in [({"path": "/x"}, "InvalidArgument"),              # unknown property
+                        ({"settings": {"nope": 1}}, "InvalidArgument"),  # fs needs a path
+                        ({"profile": "missing"}, "ConfigError")]:
+        status, body = raw(cluster, "PUT", "/v1/buckets/y?provider=fs",
+                           body=json.dumps(props).encode())
+        assert (status, body["code"]) == (400, code), props
+    status, body = raw(cluster, "PUT", "/v1/buckets/z", body=b"[1, 2]")
+    assert (status, body["code"]) == (400, "InvalidArgument")
+    assert raw(cluster, "HEAD", "/v1/buckets/x?provider=s3")[0] == 404  # nothing was created
 
 
 def test_malformed_metasync_is_400_not_500(cluster):

@@ -1,0 +1,65 @@
+"""Sources of truth for cached buckets: one backend instance per distinct configuration.
+
+A bucket's backend is built from its properties (provider, non-secret ``settings``, ``source``
+bucket name) on top of the named profile of this node's configuration (credentials). Backends
+are cached and shared by every bucket with the same configuration, and closed with the node.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aisync.backends.base import Backend
+from aisync.backends.registry import make_backend
+from aisync.cluster.maps import BucketProps
+from aisync.util.errors import ConfigError, InvalidArgument
+
+_SECRET_WORDS = ("secret", "password", "key", "token", "credential", "connection_string",
+                 "pass_phrase", "sas")
+
+
+class SourcePool:
+    def __init__(self, profiles: dict[str, dict[str, Any]]) -> None:
+        self.profiles = profiles
+        self._backends: dict[str, Backend] = {}
+
+    def settings_for(self, props: BucketProps) -> dict[str, Any]:
+        settings: dict[str, Any] = {}
+        if props.profile:
+            profile = self.profiles.get(props.profile)
+            if profile is None:
+                raise ConfigError(f"no backend profile {props.profile!r} in this node's "
+                                  f"configuration (known: {', '.join(self.profiles) or 'none'})")
+            if profile.get("provider", props.provider) != props.provider:
+                raise ConfigError(f"profile {props.profile!r} is for provider "
+                                  f"{profile.get('provider')!r}, not {props.provider!r}")
+            settings.update({k: v for k, v in profile.items() if k != "provider"})
+        secret = [k for k in props.settings if any(w in k.lower() for w in _SECRET_WORDS)]
+        if secret:
+            raise InvalidArgument(
+                f"bucket settings are replicated to every node and must hold no credentials "
+                f"({', '.join(sorted(secret))}); put them in a backend profile of the nodes' "
+                "configuration and name it with 'profile'")
+        settings.update(props.settings)
+        if props.provider == "fs":
+            path = settings.pop("path", None)
+            if not path:
+                raise InvalidArgument(f"fs://{props.name} needs a 'path' (the directory)")
+            settings["buckets"] = {props.source_bucket: path}
+        settings["provider"] = props.provider
+        return settings
+
+    def backend_for(self, props: BucketProps) -> tuple[Backend, str]:
+        """(backend, bucket name at the provider) for a cached bucket."""
+        settings = self.settings_for(props)
+        key = json.dumps(settings, sort_keys=True, default=str)
+        backend = self._backends.get(key)
+        if backend is None:
+            backend = self._backends[key] = make_backend(settings)
+        return backend, props.source_bucket
+
+    async def close(self) -> None:
+        for backend in self._backends.values():
+            await backend.close()
+        self._backends.clear()
