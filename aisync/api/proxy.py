@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from aisync.api.common import (
+    bool_query,
     bucket_ref,
     object_name,
     page_limit,
@@ -32,7 +33,7 @@ from aisync.util.errors import (
     NotPrimary,
     NotSupported,
 )
-from aisync.util.names import validate_prefix
+from aisync.util.names import BucketRef, validate_prefix
 
 log = logging.getLogger("aisync.proxy")
 
@@ -204,20 +205,62 @@ class ProxyNode(NodeRuntime):
         return list(await asyncio.gather(*(one(t) for t in cmap.active_targets)))
 
     async def handle_list_objects(self, request: web.BaseRequest) -> web.Response:
-        ref, _ = self.known_bucket(request)
+        """One page in key order. For a cached bucket: what the source has merged with what the
+        cluster holds (``cached`` flag, source version token, ``in_source``); ``?cached=true``
+        lists only the cluster's copies. Memory is bounded by ``limit`` × (targets + 1)."""
+        ref, props = self.known_bucket(request)
         prefix = validate_prefix(request.query.get("prefix", ""))
         limit = page_limit(request)
+        token = request.query.get("token") or None
+        cached_page, cached_more = await self._cached_page(ref, prefix, token, limit)
+        if not props.backed or bool_query(request, "cached"):
+            if props.backed:
+                for entry in cached_page:
+                    entry.update(cached=True, version=entry.pop("source", None))
+            else:
+                for entry in cached_page:
+                    entry.pop("source", None)
+            page = cached_page[:limit]
+            more = cached_more or len(cached_page) > limit
+            return web.json_response({"objects": page,
+                                      "next_token": page[-1]["name"] if more and page else None})
+        backend, source = self.sources.backend_for(props)
+        listed = await backend.list_page(source, prefix, token, limit)
+        cached = {e["name"]: e for e in cached_page}
+        merged: dict[str, dict] = {}
+        for entry in listed.entries:
+            copy = cached.get(entry.name)
+            merged[entry.name] = {
+                "name": entry.name, "size": entry.version.size,
+                "version": entry.version.to_dict(), "in_source": True, "cached": copy is not None,
+                "checksum": copy["checksum"] if copy else "",
+                "mtime_ns": copy["mtime_ns"] if copy else 0,
+                "cached_version": copy.get("source") if copy else None}
+        for name, copy in cached.items():
+            if name not in merged:  # cached, but the source no longer lists it
+                merged[name] = {"name": name, "size": copy["size"], "version": None,
+                                "in_source": False, "cached": True,
+                                "checksum": copy["checksum"], "mtime_ns": copy["mtime_ns"],
+                                "cached_version": copy.get("source")}
+        names = sorted(merged, key=lambda n: n.encode("utf-8", "surrogatepass"))
+        page = [merged[n] for n in names[:limit]]
+        more = len(names) > limit or listed.next_token is not None or cached_more
+        return web.json_response({"objects": page,
+                                  "next_token": page[-1]["name"] if more and page else None})
+
+    async def _cached_page(self, ref: BucketRef, prefix: str, token: str | None,
+                           limit: int) -> tuple[list[dict], bool]:
+        """Up to ``limit`` of the cluster's copies after ``token``, merged from every target,
+        and whether any target has more."""
         params = {"provider": ref.provider, "prefix": prefix, "limit": str(limit)}
         if ref.namespace:
             params["namespace"] = ref.namespace
-        if request.query.get("token"):
-            params["token"] = request.query["token"]
+        if token:
+            params["token"] = token
         pages = await self._from_targets(f"/v1/buckets/{ref.name}", params)
-        merged = list(heapq.merge(*(p["objects"] for p in pages), key=lambda e: e["name"]))
-        more = len(merged) > limit or any(p.get("next_token") for p in pages)
-        merged = merged[:limit]
-        return web.json_response({"objects": merged,
-                                  "next_token": merged[-1]["name"] if more and merged else None})
+        merged = list(heapq.merge(*(p["objects"] for p in pages),
+                                  key=lambda e: e["name"].encode("utf-8", "surrogatepass")))
+        return merged, any(p.get("next_token") for p in pages)
 
     async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:
         ref, props = self.known_bucket(request)

@@ -275,7 +275,7 @@ class TargetNode(NodeRuntime):
         entries = await self.store.list_page(ref.uname, prefix, after, limit)
         return web.json_response({
             "objects": [{"name": e.name, "size": e.size, "checksum": e.checksum,
-                         "mtime_ns": e.mtime_ns} for e in entries],
+                         "mtime_ns": e.mtime_ns, "source": e.source} for e in entries],
             "next_token": entries[-1].name if len(entries) == limit else None})
 
     async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:

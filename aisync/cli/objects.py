@@ -237,15 +237,19 @@ def get(ctx: click.Context, uri: str, dest: str | None, output: str | None,
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of objects.")
 @click.option("--page-size", default=1000, show_default=True, type=click.IntRange(1, 10000),
               help="Objects fetched per request.")
+@click.option("--cached", is_flag=True,
+              help="Cached buckets: only what the cluster holds (default: the source's listing "
+                   "merged with the cluster's copies, with a CACHED column).")
 @click.pass_context
 def ls(ctx: click.Context, uri: str, prefix: str, limit: int | None, as_json: bool,
-       page_size: int) -> None:
+       page_size: int, cached: bool) -> None:
     """List a bucket's objects in name order (streamed page by page).
 
     \b
     Example:
       aisync object ls ais://train/images/ --limit 20
       aisync object ls ais://train --prefix images/ --json
+      aisync object ls s3://datasets --cached
     """
     ref, uri_prefix = prefix_arg(uri)
     if uri_prefix and prefix:
@@ -254,28 +258,44 @@ def ls(ctx: click.Context, uri: str, prefix: str, limit: int | None, as_json: bo
     cli = state_of(ctx)
     if limit is not None:
         page_size = min(page_size, limit)
-    run(_ls(cli.client(), ref, prefix, limit, as_json, page_size))
+    run(_ls(cli.client(), ref, prefix, limit, as_json, page_size, cached))
+
+
+def _cache_state(entry: ObjectEntry) -> str:
+    if entry.cached is None:
+        return ""
+    if not entry.cached:
+        return "no"
+    return "yes" if entry.in_source is not False else "yes (gone at source)"
 
 
 async def _ls(client: AsyncClient, ref: BucketRef, prefix: str, limit: int | None,
-              as_json: bool, page_size: int) -> None:
+              as_json: bool, page_size: int, cached: bool = False) -> None:
     count = total = 0
     width = 0
+    backed = ref.provider != "ais" or bool(ref.namespace)
     async with client:
         if as_json:
             click.echo("[", nl=False)
-        async for entry in _limited(client.iter_objects(ref, prefix=prefix, page_size=page_size),
-                                    limit):
+        entries = client.iter_objects(ref, prefix=prefix, page_size=page_size, cached=cached)
+        async for entry in _limited(entries, limit):
             if as_json:
                 doc = {"name": entry.name, "size": entry.size, "checksum": entry.checksum,
                        "mtime_ns": entry.mtime_ns}
+                if entry.cached is not None:
+                    doc.update(cached=entry.cached, version=entry.version,
+                               in_source=entry.in_source)
                 click.echo(("," if count else "") + "\n  " + json.dumps(doc), nl=False)
             else:
                 if count == 0:
                     width = max(30, min(80, len(entry.name) + 2))
-                    click.echo(f"{'NAME':<{width}}  {'SIZE':>10}  MODIFIED")
-                click.echo(f"{entry.name:<{width}}  {human_bytes(entry.size):>10}  "
-                           f"{format_mtime(entry.mtime_ns)}")
+                    click.echo(f"{'NAME':<{width}}  {'SIZE':>10}  MODIFIED"
+                               + ("              CACHED" if backed else ""))
+                modified = entry.mtime_ns or int(((entry.version or {}).get("last_modified")
+                                                  or 0) * 1e9)
+                line = (f"{entry.name:<{width}}  {human_bytes(entry.size):>10}  "
+                        f"{format_mtime(modified)}")
+                click.echo(line + (f"  {_cache_state(entry)}" if backed else ""))
             count += 1
             total += entry.size
     if as_json:

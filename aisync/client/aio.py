@@ -322,10 +322,13 @@ class AsyncClient:
                          label=str(ref))
 
     async def list_objects(self, bucket: BucketLike, prefix: str = "", limit: int | None = None,
-                           token: str | None = None) -> ObjectPage:
-        """One page of the bucket listing, in key order."""
+                           token: str | None = None, *, cached: bool = False) -> ObjectPage:
+        """One page of the bucket listing, in key order. For a cached bucket it merges the
+        source's listing with the cluster's copies; ``cached=True`` lists only the copies."""
         ref = as_bucket(bucket)
         params = self._bucket_params(ref)
+        if cached:
+            params["cached"] = "true"
         if prefix:
             params["prefix"] = prefix
         if limit is not None:
@@ -336,11 +339,13 @@ class AsyncClient:
         return ObjectPage.from_dict(doc or {})
 
     async def iter_objects(self, bucket: BucketLike, prefix: str = "",
-                           page_size: int = 1000) -> AsyncIterator[ObjectEntry]:
+                           page_size: int = 1000, *,
+                           cached: bool = False) -> AsyncIterator[ObjectEntry]:
         """Every object (under ``prefix``), fetching one page at a time."""
         token: str | None = None
         while True:
-            page = await self.list_objects(bucket, prefix=prefix, limit=page_size, token=token)
+            page = await self.list_objects(bucket, prefix=prefix, limit=page_size, token=token,
+                                           cached=cached)
             for entry in page.objects:
                 yield entry
             if not page.next_token or page.next_token == token:

@@ -121,15 +121,16 @@ class Client:
         return self._call(self._async.destroy_bucket(bucket))
 
     def list_objects(self, bucket: BucketLike, prefix: str = "", limit: int | None = None,
-                     token: str | None = None) -> ObjectPage:
-        return self._call(self._async.list_objects(bucket, prefix, limit, token))
+                     token: str | None = None, *, cached: bool = False) -> ObjectPage:
+        return self._call(self._async.list_objects(bucket, prefix, limit, token, cached=cached))
 
-    def iter_objects(self, bucket: BucketLike, prefix: str = "",
-                     page_size: int = 1000) -> Iterator[ObjectEntry]:
+    def iter_objects(self, bucket: BucketLike, prefix: str = "", page_size: int = 1000, *,
+                     cached: bool = False) -> Iterator[ObjectEntry]:
         """Every object (under ``prefix``), fetching one page at a time."""
         token: str | None = None
         while True:
-            page = self.list_objects(bucket, prefix=prefix, limit=page_size, token=token)
+            page = self.list_objects(bucket, prefix=prefix, limit=page_size, token=token,
+                                     cached=cached)
             yield from page.objects
             if not page.next_token or page.next_token == token:
                 return

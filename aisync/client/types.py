@@ -21,14 +21,23 @@ class ObjectEntry:
     size: int
     checksum: str = ""
     mtime_ns: int = 0
+    #: Cached buckets only: whether the cluster holds a copy, the source's version token, and
+    #: whether the source still lists the object (None for cluster-local ``ais://`` buckets).
+    cached: bool | None = None
+    version: dict | None = None
+    in_source: bool | None = None
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, object]) -> ObjectEntry:
+        version = doc.get("version")
         return cls(
             name=str(doc["name"]),
             size=_int(doc.get("size")),
             checksum=str(doc.get("checksum") or ""),
             mtime_ns=_int(doc.get("mtime_ns")),
+            cached=doc.get("cached") if isinstance(doc.get("cached"), bool) else None,
+            version=dict(version) if isinstance(version, Mapping) else None,
+            in_source=doc.get("in_source") if isinstance(doc.get("in_source"), bool) else None,
         )
 
 

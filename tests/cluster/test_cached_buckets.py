@@ -166,3 +166,25 @@ def test_bucket_creation_checks_the_source(client, moto):
     with pytest.raises(ConfigError, match="no backend profile 'nope'"):
         client.create_bucket("s3://x-anything", profile="nope")
     assert not client.head_bucket("s3://x-anything")
+
+
+def test_listing_merges_the_source_with_the_cluster(cluster, client, fs_bucket):
+    name, share = fs_bucket
+    uri = f"fs://{name}"
+    for i in range(7):  # at the source, written by another tool
+        (share / f"k{i}").write_bytes(b"x" * (i + 1))
+    client.get_object(uri, "k2")
+    client.get_object(uri, "k5")
+    client.put_object(uri, "k9", b"via aisync")  # write-through: at the source and cached
+    client.get_object(uri, "k6")
+    (share / "k6").unlink()                       # deleted at the source, out of band
+    merged = list(client.iter_objects(uri, page_size=3))  # pages across both sources
+    assert [e.name for e in merged] == ["k0", "k1", "k2", "k3", "k4", "k5", "k6", "k9"]
+    by_name = {e.name: e for e in merged}
+    assert {n for n, e in by_name.items() if e.cached} == {"k2", "k5", "k6", "k9"}
+    assert by_name["k6"].in_source is False and by_name["k6"].version is None
+    assert by_name["k3"].cached is False and by_name["k3"].version["size"] == 4
+    assert by_name["k2"].checksum.startswith("xxh3:") and by_name["k2"].version["etag"]
+    only_cached = list(client.iter_objects(uri, cached=True))
+    assert [e.name for e in only_cached] == ["k2", "k5", "k6", "k9"]
+    assert all(e.cached and e.version for e in only_cached)
