@@ -13,10 +13,13 @@ from aisync.storage.objects import OpenObject
 
 
 class FdResponse(web.StreamResponse):
-    """Send ``count`` bytes of an already-open file from ``offset`` with ``loop.sendfile``.
+    """Send ``count`` bytes of an open object from ``offset`` with zero-copy ``sendfile``.
 
-    The file stays the one the metadata headers were read from, even if the object is
-    overwritten meanwhile (the rename swaps the directory entry, not this inode).
+    It owns the :class:`OpenObject` and closes it once sent. The bytes are the inode whose
+    metadata produced the headers, even if the object is overwritten meanwhile (a rename swaps
+    the directory entry, not this inode). Handlers return it *unprepared*: aiohttp's
+    ``finish_response`` prepares it and treats a client that went away (``ConnectionError``) as
+    the normal event it is.
     """
 
     def __init__(self, obj: OpenObject, offset: int, count: int, **kwargs) -> None:
@@ -25,37 +28,40 @@ class FdResponse(web.StreamResponse):
         self.content_length = count
 
     async def prepare(self, request: web.BaseRequest):
-        if self.prepared:  # aiohttp calls prepare again when the handler returns
+        if self.prepared:
             return await super().prepare(request)
-        writer = await super().prepare(request)
-        if request.method == "HEAD" or self._count == 0:
+        try:
+            writer = await super().prepare(request)
+            if request.method != "HEAD" and self._count:
+                with open(self._obj.fd, "rb", closefd=False) as fobj:
+                    await send_file_range(request, writer, fobj, self._offset, self._count)
             await super().write_eof()
             return writer
-        transport = request.transport
-        if transport is None:
-            raise ConnectionResetError("connection lost")
-        with open(self._obj.fd, "rb", closefd=False) as fobj:
-            try:
-                await request._loop.sendfile(transport, fobj, self._offset, self._count)
-            except NotImplementedError:
-                await self._fallback(writer, request._loop, fobj)
-        await super().write_eof()
-        return writer
-
-    async def _fallback(self, writer, loop: asyncio.AbstractEventLoop, fobj) -> None:
-        remaining, offset = self._count, self._offset
-        while remaining:
-            chunk = await loop.run_in_executor(None, _pread, self._obj.fd,
-                                               min(remaining, 1 << 20), offset)
-            if not chunk:
-                raise ConnectionResetError("object shrank while sending")
-            await writer.write(chunk)
-            offset += len(chunk)
-            remaining -= len(chunk)
+        finally:
+            self._obj.close()
 
 
-def _pread(fd: int, n: int, offset: int) -> bytes:
-    return os.pread(fd, n, offset)
+async def send_file_range(request: web.BaseRequest, writer, fobj, offset: int,
+                          count: int) -> None:
+    """``count`` bytes of ``fobj`` from ``offset`` to the client: ``sendfile`` where the event
+    loop supports it, else reads in the default executor."""
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("connection lost")
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sendfile(transport, fobj, offset, count)
+        return
+    except NotImplementedError:
+        pass
+    while count:
+        chunk = await loop.run_in_executor(None, os.pread, fobj.fileno(), min(count, 1 << 20),
+                                           offset)
+        if not chunk:
+            raise ConnectionResetError("the file shrank while being sent")
+        await writer.write(chunk)
+        offset += len(chunk)
+        count -= len(chunk)
 
 
 def range_of(request: web.BaseRequest, size: int, headers: dict) -> tuple[int, int, int]:

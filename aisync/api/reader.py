@@ -115,10 +115,11 @@ class ReadWorker:
                 headers["Content-Length"] = str(count)
                 return web.Response(status=status, headers=headers)
             response = FdResponse(obj, offset, count, status=status, headers=headers)
-            await response.prepare(request)
+            obj = None  # the response owns it now and closes it once sent
             return response
         finally:
-            obj.close()
+            if obj is not None:
+                obj.close()
 
     async def serve(self, parent_pipe: int) -> None:
         stop = asyncio.Event()

@@ -28,19 +28,58 @@ from aisync.api.common import (
     page_limit,
     source_headers,
 )
-from aisync.api.files import FdResponse, range_of, small_response
+from aisync.api.files import FdResponse, range_of, send_file_range, small_response
 from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
 from aisync.cluster.primary import WorkerStatus
 from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import ObjectStore
-from aisync.sync.readthrough import ReadThrough
+from aisync.sync.readthrough import ColdFetch, ReadThrough
 from aisync.util.errors import IncompleteBody, ObjectNotFound
 from aisync.util.names import BucketRef, validate_prefix
 
 log = logging.getLogger("aisync.target")
-WRITE_CHUNK = 1 << 20
+
+
+class ColdResponse(web.StreamResponse):
+    """A cold GET's answer: bytes go out (``sendfile``) as the read-through fetch lands them.
+
+    Prepared by aiohttp after the handler returns, so a client that goes away is a quiet
+    ``ConnectionError``. If the fetch fails after the headers went out, the connection is cut:
+    the client sees a body shorter than its Content-Length, never a complete-looking object.
+    """
+
+    def __init__(self, fetch: ColdFetch, offset: int, count: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._fetch, self._offset, self._count = fetch, offset, count
+        self.content_length = count
+
+    async def prepare(self, request: web.BaseRequest):
+        if self.prepared:
+            return await super().prepare(request)
+        fetch = self._fetch
+        async with fetch.reader() as fd:
+            writer = await super().prepare(request)
+            position, end = self._offset, self._offset + self._count
+            try:
+                with open(fd, "rb", closefd=False) as fobj:
+                    while position < end:
+                        available = await fetch.wait_for(position)
+                        if available <= position:
+                            raise IncompleteBody("the source ended early")
+                        n = min(available, end) - position
+                        await send_file_range(request, writer, fobj, position, n)
+                        position += n
+            except ConnectionError:
+                raise
+            except Exception as exc:
+                log.warning("cold GET of %s/%s cut short: %s", fetch.bucket, fetch.name, exc)
+                if request.transport is not None:
+                    request.transport.abort()
+                raise ConnectionResetError(str(exc)) from exc
+            await super().write_eof()
+            return writer
 
 
 class TargetNode(NodeRuntime):
@@ -164,10 +203,11 @@ class TargetNode(NodeRuntime):
             if self.config.storage.verify_on_get or bool_query(request, "verify"):
                 await self.store.verify(obj)
             response = FdResponse(obj, offset, count, status=status, headers=headers)
-            await response.prepare(request)
+            obj = None  # the response owns it now and closes it once sent
             return response
         finally:
-            obj.close()
+            if obj is not None:
+                obj.close()
 
     async def _cold_get(self, request: web.BaseRequest, props: BucketProps,
                         name: str) -> web.StreamResponse:
@@ -180,33 +220,14 @@ class TargetNode(NodeRuntime):
             headers["Content-Length"] = str(count)
             return web.Response(status=status, headers=headers)
         fetch = self.readthrough.fetch(backend, source, props.ref.uname, name)
-        async with fetch.reader() as fd:
-            version = fetch.version
-            assert version is not None
+        try:
+            version = await fetch.started()
             headers = source_headers(version)
             status, offset, count = range_of(request, version.size, headers)
-            response = web.StreamResponse(status=status, headers=headers)
-            response.content_length = count
-            await response.prepare(request)
-            position, end = offset, offset + count
-            try:
-                while position < end:
-                    available = await fetch.wait_for(position)
-                    if available <= position:
-                        raise IncompleteBody("the source ended early")
-                    n = min(available, end, position + WRITE_CHUNK) - position
-                    data = await self.store.run_io(os.pread, fd, n, position)
-                    await response.write(data)
-                    position += len(data)
-            except Exception as exc:
-                # Headers are gone: the only honest signal left is to cut the connection, so
-                # the client sees a short body against Content-Length, never a complete object.
-                log.warning("cold GET of %s/%s aborted: %s", props.ref, name, exc)
-                if request.transport is not None:
-                    request.transport.abort()
-                raise ConnectionResetError(str(exc)) from exc
-            await response.write_eof()
-            return response
+        except BaseException:
+            fetch.abandon()
+            raise
+        return ColdResponse(fetch, offset, count, status=status, headers=headers)
 
     async def expect_put(self, request: web.BaseRequest) -> web.StreamResponse | None:
         return misdirected_put(request, self.state.cmap, self.state.bmap, self.node_id)

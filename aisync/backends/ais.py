@@ -9,12 +9,14 @@ the peer's object metadata into :class:`VersionToken` records, and the one error
   ``X-Aisync-Checksum: xxh3:<hex>`` (the same value the peer sends as its ``ETag`` and in listing
   entries): it changes whenever the content changes, also on a same-size overwrite, and does
   *not* change when the same bytes are written again. ``last_modified`` is ``mtime_ns / 1e9``.
-  ``version_id`` is ``str(mtime_ns)``: the peer stamps every committed write (and every fetch of
-  a cached object from its own source) with a fresh ``time.time_ns()``, so it identifies one write
-  -- a per-write *generation*, as GCS has -- but it is a wall-clock stamp, not a counter: it is
-  unique per write, not guaranteed to grow (a stepped-back clock or two racing writers may give
-  the newer write the smaller stamp), and the peer keeps no old versions to read by it. Listing
-  entries carry the same fields, so a listed token equals the token of a ``head``.
+  ``version_id`` is ``str(mtime_ns)``: the peer stamps every commit of an object with a fresh
+  ``time.time_ns()``, so it identifies one write -- a per-write *generation*, as GCS has, hence
+  ``versioned=True`` -- but it is a wall-clock stamp, not a counter: it differs per write, it is
+  not guaranteed to grow (a stepped-back clock or two racing writers may give the newer write the
+  smaller stamp), and the peer keeps no old versions to read by it. Anything that commits the
+  object again on the peer makes a new generation, even with the same bytes: a spurious change
+  at worst, never a missed one. Listing entries carry the same fields, so a listed token equals
+  the token of a ``head``.
   ``checksums`` is empty: xxh3 has no field in :class:`VersionToken` (it is the ``etag``).
 * **Pinned reads** (``open(if_version=...)``): the native API has no ``If-Match`` yet, so
   ``conditional_get`` is False and the check is ours: the GET's response headers (checksum and
@@ -73,7 +75,6 @@ from aisync.client import AsyncClient, ObjectReader
 from aisync.client.aio import normalize_endpoint
 from aisync.util.errors import (
     AisyncError,
-    BackendError,
     BackendUnavailable,
     ChecksumMismatch,
     ConfigError,
@@ -92,9 +93,10 @@ MAX_PAGE = 10_000            # the peer's largest listing page
 CHECKSUM_PREFIX = "xxh3:"
 
 
-def _transient_5xx(exc: BaseException) -> bool:
-    """A 5xx of the peer that is not one of the typed errors kept as they are."""
-    return (type(exc) is AisyncError and exc.status >= 500) or type(exc) is BackendError
+def _untyped_5xx(exc: BaseException) -> bool:
+    """A 5xx of the peer with a code the SDK has no class for (``InternalError``, ...)."""
+    return type(exc) is AisyncError and exc.status >= 500
+
 
 #: SDK error -> the error of the contract; the first matching row wins. Typed errors of the SDK
 #: that match no row (ObjectNotFound, BucketNotFound, InvalidRange, ...) are kept as they are.
@@ -107,7 +109,7 @@ ERRORS: ErrorTable = [
     (lambda e: isinstance(e, ObjectCorrupted), lambda e: BackendUnavailable()),
     # our upload arrived damaged or short: sending it again is the cure
     (lambda e: isinstance(e, (ChecksumMismatch, IncompleteBody)), lambda e: BackendUnavailable()),
-    (_transient_5xx, lambda e: BackendUnavailable()),
+    (_untyped_5xx, lambda e: BackendUnavailable()),
     (lambda e: isinstance(e, (ConnectionError, TimeoutError)) and not isinstance(e, AisyncError),
      lambda e: BackendUnavailable()),
 ]
@@ -248,24 +250,20 @@ class AisBackend(Backend):
         """``fn(client)`` on the preferred endpoint, then on each other one while the endpoint
         tried is unavailable; errors leave translated."""
         start, count = self._preferred, len(self.endpoints)
-        failures: list[str] = []
-        last: NodeUnavailable | None = None
         for step in range(count):
             index = (start + step) % count
             try:
                 result = await fn(self._client(index))
             except NodeUnavailable as exc:
-                last = exc
-                failures.append(f"{self.endpoints[index]}: {exc.message}")
-                continue
+                if step + 1 < count:
+                    continue  # the next endpoint, if any, may answer
+                tried = ", ".join(self.endpoints[(start + i) % count] for i in range(count))
+                _raise(exc, f"{what} (tried {tried})")
             except Exception as exc:
                 _raise(exc, what)
             self._preferred = index
             return result
-        assert last is not None
-        err = BackendUnavailable(f"{what}: no endpoint of the peer answered "
-                                 f"({'; '.join(failures)})")
-        raise err from last
+        raise AssertionError("unreachable")  # the last step returns or raises
 
     @staticmethod
     def _ref(bucket: str) -> BucketRef:
@@ -321,7 +319,8 @@ class AisBackend(Backend):
                                                          token=token))
         entries = [ListEntry(o.name, _token_of_entry(o.size, o.checksum, o.mtime_ns))
                    for o in page.objects]
-        return ListPage(entries, page.next_token if entries else None)
+        next_token = page.next_token if page.next_token != token else None  # no endless loop
+        return ListPage(entries, next_token)
 
 
 _token_of_entry = token  # ``list_page`` has a parameter named ``token``

@@ -212,31 +212,67 @@ class ThreadedBackend(Backend):
 
 
 class _ThreadedStream(ObjectStream):
-    """Reads a blocking iterator in the backend's pool, one chunk per hop (never all at once)."""
+    """Reads a blocking chunk iterator ahead in one pool thread, into a bounded queue.
+
+    Reading and consuming overlap (no thread round trip per chunk), and at most ``PREFETCH``
+    chunks are held in memory: the producer waits for the consumer beyond that.
+    """
+
+    PREFETCH = 4
 
     def __init__(self, backend: ThreadedBackend, version: VersionToken, chunks: Iterator[bytes],
                  closer: Callable[[], None], what: str) -> None:
         self.version = version
         self._backend, self._chunks, self._closer, self._what = backend, chunks, closer, what
         self._closed = threading.Event()
+        self._room = threading.Semaphore(self.PREFETCH)
+        self._queue: asyncio.Queue | None = None
+        self._producer: asyncio.Future | None = None
 
-    def _next(self) -> bytes | None:
-        if self._closed.is_set():
-            return None
-        return next(self._chunks, None)
+    def _produce(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+        try:
+            for chunk in self._chunks:
+                while not self._room.acquire(timeout=0.5):
+                    if self._closed.is_set():
+                        return
+                if self._closed.is_set():
+                    return
+                loop.call_soon_threadsafe(queue.put_nowait, ("chunk", chunk))
+            loop.call_soon_threadsafe(queue.put_nowait, ("end", None))
+        except BaseException as exc:  # handed to the consumer, translated there
+            loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        self._queue = queue = asyncio.Queue()
+        self._producer = loop.run_in_executor(self._backend._pool, self._produce, loop, queue)
         while True:
-            chunk = await self._backend.call(self._next, what=self._what)
-            if chunk is None:
+            kind, item = await queue.get()
+            if kind == "end":
                 return
-            if chunk:
-                yield chunk
+            if kind == "error":
+                err = translate(item, self._backend.ERRORS, self._what)
+                if err is item:
+                    raise item
+                raise err from item
+            self._room.release()
+            if item:
+                yield item
 
     async def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
-            await self._backend.call(self._closer, what=f"closing {self._what}")
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._producer is not None:
+            # The producer stops at its next chunk; a source stalled mid-read is closed under it
+            # after a grace period (closing it first would race the producer's iteration).
+            try:
+                await asyncio.wait_for(asyncio.shield(self._producer), 5.0)
+            except TimeoutError:
+                pass
+            except Exception:
+                pass
+        await self._backend.call(self._closer, what=f"closing {self._what}")
 
 
 def read_file_chunks(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import hashlib
 import os
 import time
 from collections import OrderedDict
@@ -182,12 +183,16 @@ class ObjectWriter:
     grows (a cold GET streams to its clients this way).
     """
 
-    def __init__(self, store: ObjectStore, bucket: str, name: str, max_size: int | None) -> None:
+    def __init__(self, store: ObjectStore, bucket: str, name: str, max_size: int | None,
+                 md5: bool = False) -> None:
         self.store, self.bucket, self.name, self.max_size = store, bucket, name, max_size
         self.mountpath = store.ranked_mountpaths(bucket, name)[0]
         self.temp = self.mountpath.temp_path()
         self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        # Hashing happens in the I/O thread, with the write (both release the GIL).
         self._hasher = new_hasher()
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
+        self._hashers = [h for h in (self._hasher, self._md5) if h is not None]
         self._buffer = bytearray()
         self._pending: asyncio.Future | None = None
         self.size = 0
@@ -195,26 +200,36 @@ class ObjectWriter:
         self.checksum: str | None = None
         self.done = False
 
+    @property
+    def md5(self) -> str | None:
+        """Hex MD5 of everything written (when asked for), valid after :meth:`finish`."""
+        return self._md5.hexdigest() if self._md5 is not None else None
+
     async def write(self, chunk: bytes) -> None:
         if not chunk:
             return
-        self._hasher.update(chunk)
         self.size += len(chunk)
         if self.max_size is not None and self.size > self.max_size:
             raise PayloadTooLarge(f"object exceeds {self.max_size} bytes")
+        if not self._buffer and len(chunk) >= WRITE_BUFFER:
+            await self._flush_buffer(chunk)  # big chunk: no copy through the buffer
+            return
         self._buffer += chunk
         if len(self._buffer) >= WRITE_BUFFER:
             await self._flush_buffer()
 
-    async def _flush_buffer(self) -> None:
+    async def _flush_buffer(self, chunk: bytes | None = None) -> None:
         if self._pending is not None:
             await self._pending
             self._pending = None
-        if self._buffer:
+        data = chunk
+        if data is None and self._buffer:
             data = bytes(self._buffer)
             self._buffer.clear()
+        if data:
             loop = asyncio.get_running_loop()
-            self._pending = loop.run_in_executor(self.store._io, _write_all, self._fd, data)
+            self._pending = loop.run_in_executor(self.store._io, _hash_and_write, self._fd,
+                                                 data, self._hashers)
             self._pending.add_done_callback(functools.partial(self._count, n=len(data)))
 
     def _count(self, future: asyncio.Future, n: int) -> None:
@@ -315,9 +330,10 @@ class ObjectStore(MountpathReader):
         self.hot.drop((bucket, name))
 
     # -- writes --
-    def writer(self, bucket: str, name: str, *, max_size: int | None = None) -> ObjectWriter:
+    def writer(self, bucket: str, name: str, *, max_size: int | None = None,
+               md5: bool = False) -> ObjectWriter:
         """Start writing a new version of an object (see :class:`ObjectWriter`)."""
-        return ObjectWriter(self, bucket, name, max_size)
+        return ObjectWriter(self, bucket, name, max_size, md5)
 
     async def put(self, bucket: str, name: str, chunks: AsyncIterable[bytes], *,
                   expected_size: int | None = None, expected_checksum: str | None = None,
@@ -458,6 +474,12 @@ class ObjectStore(MountpathReader):
 
     def disk_usage(self) -> list[DiskUsage]:
         return [mp.usage() for mp in self.mountpaths]
+
+
+def _hash_and_write(fd: int, data: bytes, hashers: list) -> None:
+    for hasher in hashers:
+        hasher.update(data)
+    _write_all(fd, data)
 
 
 def _write_all(fd: int, data: bytes) -> None:

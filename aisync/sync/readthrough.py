@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -73,6 +72,11 @@ class ColdFetch:
             self._readers -= 1
             self._release()
 
+    def abandon(self) -> None:
+        """Give back a reservation that will never enter :meth:`reader` (an error path)."""
+        self._readers -= 1
+        self._release()
+
     def _release(self) -> None:
         if self.done and self._readers == 0 and self._read_fd >= 0:
             os.close(self._read_fd)
@@ -110,14 +114,11 @@ class ColdFetch:
             stream = await backend.open(source_bucket, self.name)
             async with stream:
                 version = stream.version
-                writer = self.store.writer(self.bucket, self.name)
+                writer = self.store.writer(self.bucket, self.name, md5=bool(version.md5))
                 self._read_fd = os.open(writer.temp, os.O_RDONLY | os.O_CLOEXEC)
                 self.writer, self.version = writer, version
                 await self._notify()
-                md5 = hashlib.md5(usedforsecurity=False) if version.md5 else None
                 async for chunk in stream:
-                    if md5 is not None:
-                        md5.update(chunk)
                     before = writer.written
                     await writer.write(chunk)
                     if writer.written != before:
@@ -128,10 +129,10 @@ class ColdFetch:
                     raise BackendError(f"{backend.provider}://{source_bucket}/{self.name}: "
                                        f"short read ({exc.message})") from exc
                 await self._notify()
-                if md5 is not None and md5.hexdigest() != version.md5:
+                if version.md5 and writer.md5 != version.md5:
                     raise ChecksumMismatch(
                         f"{backend.provider}://{source_bucket}/{self.name}: MD5 of the bytes read "
-                        f"({md5.hexdigest()}) differs from the source's ({version.md5})")
+                        f"({writer.md5}) differs from the source's ({version.md5})")
                 await writer.commit(source=version.to_dict())
                 stats.bytes_fetched += version.size
         except BaseException as exc:
