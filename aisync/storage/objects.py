@@ -189,10 +189,11 @@ class ObjectWriter:
         self.mountpath = store.ranked_mountpaths(bucket, name)[0]
         self.temp = self.mountpath.temp_path()
         self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        # Hashing happens in the I/O thread, with the write (both release the GIL).
+        # Hashing happens in I/O threads (hashes and writes release the GIL): xxh3 with the
+        # write, and MD5 (slow, when asked for) in a pipeline of its own beside it.
         self._hasher = new_hasher()
         self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
-        self._hashers = [h for h in (self._hasher, self._md5) if h is not None]
+        self._pending_md5: asyncio.Future | None = None
         self._buffer = bytearray()
         self._pending: asyncio.Future | None = None
         self.size = 0
@@ -218,10 +219,17 @@ class ObjectWriter:
         if len(self._buffer) >= WRITE_BUFFER:
             await self._flush_buffer()
 
+    async def _settle(self) -> None:
+        """Wait for the in-flight write and hash jobs; raise the first error after both end."""
+        pending = [p for p in (self._pending, self._pending_md5) if p is not None]
+        self._pending = self._pending_md5 = None
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
     async def _flush_buffer(self, chunk: bytes | None = None) -> None:
-        if self._pending is not None:
-            await self._pending
-            self._pending = None
+        await self._settle()
         data = chunk
         if data is None and self._buffer:
             data = bytes(self._buffer)
@@ -229,7 +237,9 @@ class ObjectWriter:
         if data:
             loop = asyncio.get_running_loop()
             self._pending = loop.run_in_executor(self.store._io, _hash_and_write, self._fd,
-                                                 data, self._hashers)
+                                                 data, [self._hasher])
+            if self._md5 is not None:
+                self._pending_md5 = loop.run_in_executor(self.store._io, self._md5.update, data)
             self._pending.add_done_callback(functools.partial(self._count, n=len(data)))
 
     def _count(self, future: asyncio.Future, n: int) -> None:
@@ -240,9 +250,7 @@ class ObjectWriter:
                      expected_checksum: str | None = None) -> None:
         """All bytes are in the temp file; check them against what the sender declared."""
         await self._flush_buffer()
-        if self._pending is not None:
-            await self._pending
-            self._pending = None
+        await self._settle()
         if expected_size is not None and self.size != expected_size:
             raise IncompleteBody(f"received {self.size} of {expected_size} bytes")
         self.checksum = format_checksum(self._hasher)
@@ -271,12 +279,10 @@ class ObjectWriter:
         return meta
 
     async def abort(self) -> None:
-        if self._pending is not None:
-            try:
-                await self._pending
-            except OSError:
-                pass
-            self._pending = None
+        try:
+            await self._settle()
+        except OSError:
+            pass
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
