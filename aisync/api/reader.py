@@ -64,25 +64,32 @@ class ReadWorker:
         self.cmap: ClusterMap | None = None
         self.bmap: BucketMap | None = None
 
-    async def follow_maps(self, interval: float = 1.0) -> None:
-        """Keep the main process's maps (to redirect misdirected PUTs before their body)."""
+    async def refresh_maps(self) -> None:
+        """Read the main process's maps (to redirect misdirected PUTs before their body)."""
         assert self.session is not None
+        try:
+            for path, kind in (("/v1/cluster/map", ClusterMap),
+                               ("/v1/cluster/bucket-map", BucketMap)):
+                async with self.session.get(f"http://target{path}") as resp:
+                    if resp.status == 200:
+                        doc = kind.model_validate(await resp.json())
+                        if kind is ClusterMap:
+                            self.cmap = doc
+                        else:
+                            self.bmap = doc
+        except (aiohttp.ClientError, ValueError, OSError) as exc:
+            log.debug("cannot read the maps from the main process: %s", exc)
+
+    async def follow_maps(self, interval: float = 1.0) -> None:
         while True:
-            try:
-                for path, kind in (("/v1/cluster/map", ClusterMap),
-                                   ("/v1/cluster/bucket-map", BucketMap)):
-                    async with self.session.get(f"http://target{path}") as resp:
-                        if resp.status == 200:
-                            doc = kind.model_validate(await resp.json())
-                            if kind is ClusterMap:
-                                self.cmap = doc
-                            else:
-                                self.bmap = doc
-            except (aiohttp.ClientError, ValueError, OSError) as exc:
-                log.debug("cannot read the maps from the main process: %s", exc)
+            await self.refresh_maps()
             await asyncio.sleep(interval)
 
     async def expect_put(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """Decide before the body comes: a bucket this worker has not seen yet (created since
+        its last refresh) makes it ask the main process for the current maps first."""
+        if self.bmap is None or self.bmap.get(bucket_ref(request)) is None:
+            await self.refresh_maps()
         return misdirected_put(request, self.cmap, self.bmap, str(self.config.node_id))
 
     async def forward(self, request: web.BaseRequest) -> web.StreamResponse:
