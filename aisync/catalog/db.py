@@ -15,6 +15,8 @@ instead of failing on a read-to-write lock upgrade) and DDL stays transactional.
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +84,23 @@ def make_engine(url: str | sa.URL, **kwargs: Any) -> Engine:
     engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
     busy_ms = int(SQLITE_BUSY_TIMEOUT * 1000)
 
+    def _enable_wal(cursor: Any) -> None:
+        """Switch to WAL once per file. While other connections are creating the same fresh
+        file or recovering its WAL, SQLite can answer "database is locked" at once, without
+        waiting on the busy timeout (seen in CI on concurrent first starts), so both reading and
+        switching the mode are retried with backoff."""
+        delay, deadline = 0.005, time.monotonic() + SQLITE_BUSY_TIMEOUT
+        while True:
+            try:
+                if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
     @sa.event.listens_for(engine, "connect")
     def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # pysqlite must not BEGIN/COMMIT on its own
@@ -90,7 +109,7 @@ def make_engine(url: str | sa.URL, **kwargs: Any) -> Engine:
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if not memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(cursor)
                 cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()
