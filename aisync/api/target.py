@@ -65,10 +65,10 @@ class ColdResponse(web.StreamResponse):
             try:
                 with open(fd, "rb", closefd=False) as fobj:
                     while position < end:
-                        available = await fetch.wait_for(position)
+                        available = await fetch.wait_sendable(position, end)
                         if available <= position:
                             raise IncompleteBody("the source ended early")
-                        n = min(available, end) - position
+                        n = available - position
                         await send_file_range(request, writer, fobj, position, n)
                         position += n
             except ConnectionError:

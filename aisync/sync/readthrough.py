@@ -46,6 +46,7 @@ class ColdFetch:
         self.writer: ObjectWriter | None = None
         self.error: BaseException | None = None
         self.done = False
+        self.verified = False  # size and (when the source has one) MD5 checked
         self._changed = asyncio.Condition()
         self.task: asyncio.Task | None = None
         self._read_fd = -1  # open on the temp file from its creation: survives rename/unlink
@@ -107,6 +108,23 @@ class ColdFetch:
         assert self.writer is not None
         return self.writer.written
 
+    async def wait_sendable(self, offset: int, end: int | None = None) -> int:
+        """Like :meth:`wait_for`, for a reader answering a client: the last byte of its
+        response (``end``, default the object's size) is released only once the whole object is
+        verified, so a client never receives a complete-looking body that fails its check."""
+        while True:
+            available = await self.wait_for(offset)  # raises if the fetch failed
+            assert self.version is not None
+            stop = self.version.size if end is None else end
+            limit = min(available, stop if self.verified else stop - 1)
+            if limit > offset or self.verified:
+                return limit
+            async with self._changed:  # everything but the last byte is out: wait for the check
+                await self._changed.wait_for(
+                    lambda: self.verified or self.error is not None or self.done)
+            if self.error is not None:
+                raise self.error
+
     async def run(self, backend: Backend, source_bucket: str, stats: ReadThroughStats) -> None:
         writer: ObjectWriter | None = None
         try:
@@ -133,6 +151,8 @@ class ColdFetch:
                     raise ChecksumMismatch(
                         f"{backend.provider}://{source_bucket}/{self.name}: MD5 of the bytes read "
                         f"({writer.md5}) differs from the source's ({version.md5})")
+                self.verified = True
+                await self._notify()
                 await writer.commit(source=version.to_dict())
                 stats.bytes_fetched += version.size
         except BaseException as exc:

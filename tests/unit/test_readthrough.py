@@ -145,3 +145,46 @@ async def test_a_short_read_fails_every_reader_and_caches_nothing(env, tmp_path)
     assert await store.list_page("fs/src") == []
     assert not any((tmp_path / "mp0" / "tmp").iterdir())
     await backend.close()
+
+
+class LyingStream(ObjectStream):
+    """A real fs stream whose token claims an MD5 the bytes do not have (corruption in
+    transit, or a source bug)."""
+
+    def __init__(self, inner: ObjectStream) -> None:
+        from dataclasses import replace
+
+        self.inner = inner
+        self.version = replace(inner.version, md5="0" * 32)
+
+    def __aiter__(self):
+        return self.inner.__aiter__()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_no_reader_gets_the_whole_object_before_it_is_verified(env, tmp_path):
+    from aisync.util.errors import ChecksumMismatch
+
+    store, _, share = env
+    data = os.urandom(3 * 1024 * 1024)
+    (share / "bad").write_bytes(data)
+
+    class LyingBackend(FsBackend):
+        async def open(self, bucket, name, **kwargs) -> ObjectStream:
+            return LyingStream(await super().open(bucket, name, **kwargs))
+
+    backend = LyingBackend({"src": share})
+    fetch = ReadThrough(store).fetch(backend, "src", "fs/src", "bad")
+    sent = 0
+    with pytest.raises(ChecksumMismatch):
+        async with fetch.reader():
+            while True:  # what the HTTP layer may send: never the last byte before verification
+                sendable = await fetch.wait_sendable(sent)
+                if sendable <= sent:
+                    break
+                sent = sendable
+    assert sent < len(data)
+    assert await store.list_page("fs/src") == []
+    await backend.close()
