@@ -64,6 +64,22 @@ async def send_file_range(request: web.BaseRequest, writer, fobj, offset: int,
         count -= len(chunk)
 
 
+def file_response(request: web.BaseRequest, obj: OpenObject) -> web.StreamResponse:
+    """The answer to a GET or HEAD of a stored object (range included). Takes ownership of
+    ``obj``: a GET's ``FdResponse`` closes it once sent, a HEAD closes it here."""
+    headers = object_headers(obj.meta)
+    try:
+        status, offset, count = range_of(request, obj.size, headers)
+    except BaseException:
+        obj.close()
+        raise
+    if request.method == "HEAD":
+        obj.close()
+        headers["Content-Length"] = str(count)
+        return web.Response(status=status, headers=headers)
+    return FdResponse(obj, offset, count, status=status, headers=headers)
+
+
 def range_of(request: web.BaseRequest, size: int, headers: dict) -> tuple[int, int, int]:
     """(status, offset, count) for the request's Range header; adds Content-Range."""
     rng = parse_range(request.headers.get("Range"), size)

@@ -29,10 +29,9 @@ from aisync.api.common import (
     bool_query,
     bucket_ref,
     misdirected_put,
-    object_headers,
     object_name,
 )
-from aisync.api.files import FdResponse, range_of, small_response
+from aisync.api.files import file_response, small_response
 from aisync.api.relay import relay
 from aisync.api.router import Router
 from aisync.cluster.maps import BucketMap, ClusterMap
@@ -116,13 +115,8 @@ class ReadWorker:
             if request.method == "GET" and (self.config.storage.verify_on_get
                                             or bool_query(request, "verify")):
                 return await self.forward(request)
-            headers = object_headers(obj.meta)
-            status, offset, count = range_of(request, obj.size, headers)
-            if request.method == "HEAD":
-                headers["Content-Length"] = str(count)
-                return web.Response(status=status, headers=headers)
-            response = FdResponse(obj, offset, count, status=status, headers=headers)
-            obj = None  # the response owns it now and closes it once sent
+            response = file_response(request, obj)
+            obj = None  # the response owns it now
             return response
         finally:
             if obj is not None:

@@ -28,7 +28,7 @@ from aisync.api.common import (
     page_limit,
     source_headers,
 )
-from aisync.api.files import FdResponse, range_of, send_file_range, small_response
+from aisync.api.files import file_response, range_of, send_file_range, small_response
 from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
@@ -195,15 +195,11 @@ class TargetNode(NodeRuntime):
             if obj.size <= self.small and request.method == "GET":
                 data = await self.store.read_verified(obj, epoch)
                 return small_response(request, obj.meta, data)
-            headers = object_headers(obj.meta)
-            status, offset, count = range_of(request, obj.size, headers)
-            if request.method == "HEAD":
-                headers["Content-Length"] = str(count)
-                return web.Response(status=status, headers=headers)
-            if self.config.storage.verify_on_get or bool_query(request, "verify"):
+            if request.method == "GET" and (self.config.storage.verify_on_get
+                                            or bool_query(request, "verify")):
                 await self.store.verify(obj)
-            response = FdResponse(obj, offset, count, status=status, headers=headers)
-            obj = None  # the response owns it now and closes it once sent
+            response = file_response(request, obj)
+            obj = None  # the response owns it now
             return response
         finally:
             if obj is not None:
