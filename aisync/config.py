@@ -88,6 +88,13 @@ class StorageSection(_Section):
         description="Memory for a target's cache of hot small objects (verified bytes, LRU; "
         "dropped on every write or delete of the object). 0 disables it.",
     )
+    cold_window_bytes: int = Field(
+        64 * 1024**2,
+        ge=1024**2,
+        description="Per cold GET: bytes received from the source that clients may read before "
+        "they reach the disk (so clients are not held to the disk's write speed); past this, "
+        "the source is read at the disk's pace.",
+    )
     verify_on_get: bool = Field(
         False, description="Also verify the checksum of large objects on every GET (slow)."
     )

@@ -68,8 +68,13 @@ class ColdResponse(web.StreamResponse):
                         available = await fetch.wait_sendable(position, end)
                         if available <= position:
                             raise IncompleteBody("the source ended early")
-                        n = available - position
-                        await send_file_range(request, writer, fobj, position, n)
+                        data = fetch.from_window(position, available)
+                        if data is None:  # already on disk: zero-copy
+                            n = min(available, fetch.durable) - position
+                            await send_file_range(request, writer, fobj, position, n)
+                        else:
+                            n = len(data)
+                            await writer.write(data)
                         position += n
             except ConnectionError:
                 raise
@@ -91,7 +96,7 @@ class TargetNode(NodeRuntime):
                                  Path(config.data_dir) / "index.db", fsync=config.storage.fsync,
                                  hot_cache_bytes=config.storage.hot_cache_bytes)
         self.small = config.storage.small_object_bytes
-        self.readthrough = ReadThrough(self.store)
+        self.readthrough = ReadThrough(self.store, config.storage.cold_window_bytes)
         r = self.router
         r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
         r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)

@@ -17,16 +17,19 @@ Owns: coalescing and verification of cold reads. Uses only the backend contract.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
 
 from aisync.backends.base import Backend, VersionToken
 from aisync.storage.objects import ObjectStore, ObjectWriter
-from aisync.util.errors import AisyncError, BackendError, ChecksumMismatch, IncompleteBody
+from aisync.util.errors import AisyncError, BackendError, ChecksumMismatch
 
 log = logging.getLogger("aisync.readthrough")
+DEFAULT_WINDOW = 64 << 20
 
 
 @dataclass
@@ -40,8 +43,15 @@ class ReadThroughStats:
 
 
 class ColdFetch:
-    def __init__(self, store: ObjectStore, bucket: str, name: str) -> None:
+    def __init__(self, store: ObjectStore, bucket: str, name: str,
+                 window_bytes: int = DEFAULT_WINDOW) -> None:
         self.store, self.bucket, self.name = store, bucket, name
+        self.window_limit = window_bytes
+        self.received = 0  # bytes read from the source so far
+        # Received but not yet in the temp file: readers take them from here, so clients are not
+        # held to the disk's write speed. Bounded: past the limit, the source waits for the disk.
+        self._window: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._window_bytes = 0
         self.version: VersionToken | None = None
         self.writer: ObjectWriter | None = None
         self.error: BaseException | None = None
@@ -96,17 +106,36 @@ class ColdFetch:
         assert self.version is not None
         return self.version
 
+    @property
+    def durable(self) -> int:
+        """Bytes already in the temp file (readable through the reader's descriptor)."""
+        return self.writer.written if self.writer is not None else 0
+
+    def from_window(self, offset: int, limit: int) -> bytes | None:
+        """Bytes from ``offset`` (up to ``limit``) that are not in the temp file yet, or None
+        when ``offset`` is already on disk (read it from the descriptor)."""
+        if offset < self.durable:
+            return None
+        for start, chunk in self._window:
+            if start <= offset < start + len(chunk):
+                return chunk[offset - start:min(limit, start + len(chunk)) - start]
+        raise AssertionError(f"byte {offset} is neither on disk nor in the window")
+
+    def _evict(self) -> None:
+        durable = self.durable
+        while self._window and self._window[0][0] + len(self._window[0][1]) <= durable:
+            self._window_bytes -= len(self._window.popleft()[1])
+
     async def wait_for(self, offset: int) -> int:
-        """Wait until more than ``offset`` bytes are in the temp file (or the fetch ended);
-        returns how many bytes are there. Raises the fetch's error if it failed."""
+        """Wait until more than ``offset`` bytes were received (or the fetch ended); returns
+        how many. Bytes below :attr:`durable` are in the file, the rest in :meth:`from_window`.
+        Raises the fetch's error if it failed."""
         async with self._changed:
             await self._changed.wait_for(
-                lambda: self.error is not None or self.done
-                or (self.writer is not None and self.writer.written > offset))
+                lambda: self.error is not None or self.done or self.received > offset)
         if self.error is not None:
             raise self.error
-        assert self.writer is not None
-        return self.writer.written
+        return self.received
 
     async def wait_sendable(self, offset: int, end: int | None = None) -> int:
         """Like :meth:`wait_for`, for a reader answering a client: the last byte of its
@@ -125,33 +154,72 @@ class ColdFetch:
             if self.error is not None:
                 raise self.error
 
+    async def _drain(self, writer: ObjectWriter, queue: asyncio.Queue) -> None:
+        """Move received chunks into the temp file, in order, freeing the window behind."""
+        while (chunk := await queue.get()) is not None:
+            await writer.write(chunk)
+            self._evict()
+            await self._notify()
+
     async def run(self, backend: Backend, source_bucket: str, stats: ReadThroughStats) -> None:
         writer: ObjectWriter | None = None
+        what = f"{backend.provider}://{source_bucket}/{self.name}"
         try:
             stats.backend_gets += 1
             stream = await backend.open(source_bucket, self.name)
             async with stream:
                 version = stream.version
-                writer = self.store.writer(self.bucket, self.name, md5=bool(version.md5))
+                writer = self.store.writer(self.bucket, self.name)
                 self._read_fd = os.open(writer.temp, os.O_RDONLY | os.O_CLOEXEC)
                 self.writer, self.version = writer, version
                 await self._notify()
-                async for chunk in stream:
-                    before = writer.written
-                    await writer.write(chunk)
-                    if writer.written != before:
-                        await self._notify()
+                # Verification runs on what is received (not on what reached the disk), so
+                # clients are released at the source's pace; the disk write and commit follow.
+                md5 = None
+                if version.md5 and not stream.hash_md5():  # else the stream's thread hashes
+                    md5 = hashlib.md5(usedforsecurity=False)
+                hashing: asyncio.Future | None = None
+                loop = asyncio.get_running_loop()
+                queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+                drain = asyncio.create_task(self._drain(writer, queue))
                 try:
-                    await writer.finish(expected_size=version.size)
-                except IncompleteBody as exc:
-                    raise BackendError(f"{backend.provider}://{source_bucket}/{self.name}: "
-                                       f"short read ({exc.message})") from exc
-                await self._notify()
-                if version.md5 and writer.md5 != version.md5:
-                    raise ChecksumMismatch(
-                        f"{backend.provider}://{source_bucket}/{self.name}: MD5 of the bytes read "
-                        f"({writer.md5}) differs from the source's ({version.md5})")
-                self.verified = True
+                    async for chunk in stream:
+                        self._window.append((self.received, chunk))
+                        self.received += len(chunk)
+                        self._window_bytes += len(chunk)
+                        queue.put_nowait(chunk)
+                        if md5 is not None:  # in order, one chunk at a time, off the loop
+                            if hashing is not None:
+                                await hashing
+                            hashing = loop.run_in_executor(self.store._io, md5.update, chunk)
+                        await self._notify()
+                        if self._window_bytes > self.window_limit:
+                            async with self._changed:
+                                await self._changed.wait_for(
+                                    lambda: self._window_bytes <= self.window_limit
+                                    or drain.done())
+                            if drain.done():
+                                drain.result()  # a write error ends the fetch now
+                    if hashing is not None:
+                        await hashing
+                    if self.received != version.size:
+                        raise BackendError(f"{what}: short read (received {self.received} of "
+                                           f"{version.size} bytes)")
+                    digest = md5.hexdigest() if md5 is not None else stream.md5_hex
+                    if version.md5 and digest != version.md5:
+                        raise ChecksumMismatch(f"{what}: MD5 of the bytes read ({digest}) differs "
+                                               f"from the source's ({version.md5})")
+                    self.verified = True
+                    await self._notify()
+                    queue.put_nowait(None)
+                    await drain
+                finally:
+                    if not drain.done():
+                        drain.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await drain
+                await writer.finish(expected_size=version.size)
+                self._evict()
                 await self._notify()
                 await writer.commit(source=version.to_dict())
                 stats.bytes_fetched += version.size
@@ -175,8 +243,9 @@ class ColdFetch:
 class ReadThrough:
     """Coalesces cold GETs per object; see the module docstring."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, window_bytes: int = DEFAULT_WINDOW) -> None:
         self.store = store
+        self.window_bytes = window_bytes
         self.stats = ReadThroughStats()
         self._inflight: dict[tuple[str, str], ColdFetch] = {}
 
@@ -192,7 +261,7 @@ class ReadThrough:
             self.stats.coalesced += 1
             current._readers += 1
             return current
-        fetch = ColdFetch(self.store, bucket, name)
+        fetch = ColdFetch(self.store, bucket, name, self.window_bytes)
         fetch._readers = 1
         self._inflight[key] = fetch
         fetch.task = asyncio.create_task(self._run(fetch, backend, source_bucket),
