@@ -173,7 +173,7 @@ class ProxyNode(NodeRuntime):
         except ValueError as exc:
             raise InvalidArgument(f"invalid bucket properties: {exc}") from None
         if props.backed:
-            backend, source = self.sources.backend_for(props)
+            backend, source = await self.sources.backend_for(props)
             await backend.list_page(source, limit=1)  # typed errors reach the client
         props = await self.primary.create_bucket(props)
         return web.json_response(props.model_dump(), status=201)
@@ -224,7 +224,7 @@ class ProxyNode(NodeRuntime):
             more = cached_more or len(cached_page) > limit
             return web.json_response({"objects": page,
                                       "next_token": page[-1]["name"] if more and page else None})
-        backend, source = self.sources.backend_for(props)
+        backend, source = await self.sources.backend_for(props)
         listed = await backend.list_page(source, prefix, token, limit)
         cached = {e["name"]: e for e in cached_page}
         merged: dict[str, dict] = {}

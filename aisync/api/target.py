@@ -163,6 +163,10 @@ class TargetNode(NodeRuntime):
 
     async def _on_maps(self, cmap: ClusterMap | None, bmap: BucketMap | None,
                        old_bmap: BucketMap | None) -> None:
+        if bmap is not None:  # build new cached buckets' backends before their first cold GET
+            for uname, props in bmap.buckets.items():
+                if props.backed and (old_bmap is None or uname not in old_bmap.buckets):
+                    self.spawn(self.sources.warm(props), f"warm {uname}")
         if bmap is None or old_bmap is None:
             return
         for uname, props in old_bmap.buckets.items():
@@ -213,7 +217,7 @@ class TargetNode(NodeRuntime):
     async def _cold_get(self, request: web.BaseRequest, props: BucketProps,
                         name: str) -> web.StreamResponse:
         """Read through: fetch from the source once, stream to this client as bytes land."""
-        backend, source = self.sources.backend_for(props)
+        backend, source = await self.sources.backend_for(props)
         if request.method == "HEAD":
             version = await backend.head(source, name)
             headers = source_headers(version)
@@ -252,7 +256,7 @@ class TargetNode(NodeRuntime):
     async def _write_through(self, request: web.BaseRequest, props: BucketProps,
                              name: str) -> ObjectMetadata:
         """The source's write succeeds before anything is cached or acknowledged."""
-        backend, source = self.sources.backend_for(props)
+        backend, source = await self.sources.backend_for(props)
         writer = self.store.writer(props.ref.uname, name,
                                    max_size=self.config.http.max_object_bytes)
         try:
@@ -271,7 +275,7 @@ class TargetNode(NodeRuntime):
         name = object_name(request)
         self._redirect_to_owner(request, ref, name)
         if props.backed:  # the source first: a failed delete there keeps the cached copy
-            backend, source = self.sources.backend_for(props)
+            backend, source = await self.sources.backend_for(props)
             try:
                 await backend.delete(source, name)
             except ObjectNotFound:

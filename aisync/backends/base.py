@@ -32,7 +32,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
-import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -105,13 +104,6 @@ class ObjectStream(abc.ABC):
     """An open object: ``version`` is known now; iterate for the bytes; always ``close``."""
 
     version: VersionToken
-
-    def hash_md5(self) -> bool:
-        """Ask the stream to MD5 its bytes as it reads them (for verification); True if it
-        will, after which :attr:`md5_hex` holds the digest once the stream is exhausted."""
-        return False
-
-    md5_hex: str | None = None
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[bytes]: ...
@@ -236,17 +228,10 @@ class _ThreadedStream(ObjectStream):
         self._room = threading.Semaphore(self.PREFETCH)
         self._queue: asyncio.Queue | None = None
         self._producer: asyncio.Future | None = None
-        self._md5: Any = None
-
-    def hash_md5(self) -> bool:
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        return True
 
     def _produce(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
         try:
             for chunk in self._chunks:
-                if self._md5 is not None:  # hashed here, in the reading thread
-                    self._md5.update(chunk)
                 while not self._room.acquire(timeout=0.5):
                     if self._closed.is_set():
                         return
@@ -264,8 +249,6 @@ class _ThreadedStream(ObjectStream):
         while True:
             kind, item = await queue.get()
             if kind == "end":
-                if self._md5 is not None:
-                    self.md5_hex = self._md5.hexdigest()
                 return
             if kind == "error":
                 err = translate(item, self._backend.ERRORS, self._what)

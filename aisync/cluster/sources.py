@@ -7,13 +7,17 @@ are cached and shared by every bucket with the same configuration, and closed wi
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
 from aisync.backends.base import Backend
 from aisync.backends.registry import make_backend
 from aisync.cluster.maps import BucketProps
 from aisync.util.errors import ConfigError, InvalidArgument
+
+log = logging.getLogger("aisync.sources")
 
 _SECRET_WORDS = ("secret", "password", "key", "token", "credential", "connection_string",
                  "pass_phrase", "sas")
@@ -23,6 +27,7 @@ class SourcePool:
     def __init__(self, profiles: dict[str, dict[str, Any]]) -> None:
         self.profiles = profiles
         self._backends: dict[str, Backend] = {}
+        self._building: dict[str, asyncio.Future] = {}
 
     def settings_for(self, props: BucketProps) -> dict[str, Any]:
         settings: dict[str, Any] = {}
@@ -50,14 +55,33 @@ class SourcePool:
         settings["provider"] = props.provider
         return settings
 
-    def backend_for(self, props: BucketProps) -> tuple[Backend, str]:
-        """(backend, bucket name at the provider) for a cached bucket."""
+    async def backend_for(self, props: BucketProps) -> tuple[Backend, str]:
+        """(backend, bucket name at the provider) for a cached bucket.
+
+        Building one (an SDK client: boto3 takes ~0.3 s) happens in a thread, never on the
+        event loop; concurrent first requests for the same configuration share one build."""
         settings = self.settings_for(props)
         key = json.dumps(settings, sort_keys=True, default=str)
         backend = self._backends.get(key)
         if backend is None:
-            backend = self._backends[key] = make_backend(settings)
+            building = self._building.get(key)
+            if building is None:
+                building = self._building[key] = asyncio.ensure_future(
+                    asyncio.to_thread(make_backend, settings))
+            try:
+                backend = await asyncio.shield(building)
+            finally:
+                if building.done():
+                    self._building.pop(key, None)
+            self._backends[key] = backend
         return backend, props.source_bucket
+
+    async def warm(self, props: BucketProps) -> None:
+        """Build a bucket's backend ahead of its first cold GET; errors wait for that GET."""
+        try:
+            await self.backend_for(props)
+        except Exception as exc:  # reported to the request that needs the backend
+            log.info("backend of %s not built ahead: %s", props.ref, exc)
 
     async def close(self) -> None:
         for backend in self._backends.values():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -40,6 +41,49 @@ class ReadThroughStats:
     bytes_fetched: int = 0
     failures: int = 0
     by_bucket: dict[str, int] = field(default_factory=dict)
+
+
+class OrderedHasher:
+    """Feeds chunks to a hash in order, one pool-thread job at a time, without ever blocking
+    the caller: reading the source and hashing it overlap instead of alternating."""
+
+    def __init__(self, hasher, pool) -> None:
+        self._hasher, self._pool = hasher, pool
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._running: asyncio.Future | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._error: BaseException | None = None
+        self.lag = 0  # bytes fed but not hashed yet
+
+    def feed(self, chunk: bytes) -> None:
+        self._pending.append(chunk)
+        self.lag += len(chunk)
+        if self._running is None:
+            self._next()
+
+    def _next(self) -> None:
+        if not self._pending:
+            self._running = None
+            self._idle.set()
+            return
+        self._idle.clear()
+        chunk = self._pending.popleft()
+        self._running = asyncio.get_running_loop().run_in_executor(
+            self._pool, self._hasher.update, chunk)
+        self._running.add_done_callback(functools.partial(self._done, n=len(chunk)))
+
+    def _done(self, future: asyncio.Future, n: int) -> None:
+        self.lag -= n
+        if not future.cancelled() and future.exception() is not None:
+            self._error = future.exception()
+        self._next()
+
+    async def hexdigest(self) -> str:
+        await self._idle.wait()
+        if self._error is not None:
+            raise self._error
+        return self._hasher.hexdigest()
 
 
 class ColdFetch:
@@ -175,11 +219,8 @@ class ColdFetch:
                 await self._notify()
                 # Verification runs on what is received (not on what reached the disk), so
                 # clients are released at the source's pace; the disk write and commit follow.
-                md5 = None
-                if version.md5 and not stream.hash_md5():  # else the stream's thread hashes
-                    md5 = hashlib.md5(usedforsecurity=False)
-                hashing: asyncio.Future | None = None
-                loop = asyncio.get_running_loop()
+                md5 = OrderedHasher(hashlib.md5(usedforsecurity=False), self.store._io) \
+                    if version.md5 else None
                 queue: asyncio.Queue[bytes | None] = asyncio.Queue()
                 drain = asyncio.create_task(self._drain(writer, queue))
                 try:
@@ -188,10 +229,8 @@ class ColdFetch:
                         self.received += len(chunk)
                         self._window_bytes += len(chunk)
                         queue.put_nowait(chunk)
-                        if md5 is not None:  # in order, one chunk at a time, off the loop
-                            if hashing is not None:
-                                await hashing
-                            hashing = loop.run_in_executor(self.store._io, md5.update, chunk)
+                        if md5 is not None:
+                            md5.feed(chunk)
                         await self._notify()
                         if self._window_bytes > self.window_limit:
                             async with self._changed:
@@ -200,12 +239,12 @@ class ColdFetch:
                                     or drain.done())
                             if drain.done():
                                 drain.result()  # a write error ends the fetch now
-                    if hashing is not None:
-                        await hashing
+                        while md5 is not None and md5.lag > self.window_limit:
+                            await md5.hexdigest()  # hashing fell a window behind: let it catch up
                     if self.received != version.size:
                         raise BackendError(f"{what}: short read (received {self.received} of "
                                            f"{version.size} bytes)")
-                    digest = md5.hexdigest() if md5 is not None else stream.md5_hex
+                    digest = await md5.hexdigest() if md5 is not None else None
                     if version.md5 and digest != version.md5:
                         raise ChecksumMismatch(f"{what}: MD5 of the bytes read ({digest}) differs "
                                                f"from the source's ({version.md5})")
