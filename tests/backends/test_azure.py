@@ -25,7 +25,7 @@ from aisync.util.errors import (
 )
 from tests.backends.azurite_server import ACCOUNT, ACCOUNT_KEY, connection_string, running_azurite
 from tests.backends.conformance import Conformance, put_bytes, read_all
-from tests.backends.gcs_server import free_port
+from tests.harness import free_port
 
 SECRET = "c2VjcmV0LWtleS1kby1ub3QtcHJpbnQ="
 

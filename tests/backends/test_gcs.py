@@ -25,7 +25,8 @@ from aisync.util.errors import (
     PreconditionFailed,
 )
 from tests.backends.conformance import Conformance, put_bytes, read_all
-from tests.backends.gcs_server import free_port, running_fake_gcs
+from tests.backends.gcs_server import running_fake_gcs
+from tests.harness import free_port
 
 SECRET = "s3cr3t-refresh-token-do-not-print"
 
