@@ -226,7 +226,6 @@ class _ThreadedStream(ObjectStream):
         self._backend, self._chunks, self._closer, self._what = backend, chunks, closer, what
         self._closed = threading.Event()
         self._room = threading.Semaphore(self.PREFETCH)
-        self._queue: asyncio.Queue | None = None
         self._producer: asyncio.Future | None = None
 
     def _produce(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
@@ -244,7 +243,7 @@ class _ThreadedStream(ObjectStream):
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        self._queue = queue = asyncio.Queue()
+        queue: asyncio.Queue = asyncio.Queue()
         self._producer = loop.run_in_executor(self._backend._pool, self._produce, loop, queue)
         while True:
             kind, item = await queue.get()
@@ -273,12 +272,3 @@ class _ThreadedStream(ObjectStream):
             except Exception:
                 pass
         await self._backend.call(self._closer, what=f"closing {self._what}")
-
-
-def read_file_chunks(path: Path, chunk: int = CHUNK) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                return
-            yield data

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import hashlib
 import os
 import time
 from collections import OrderedDict
@@ -183,28 +182,18 @@ class ObjectWriter:
     grows (a cold GET streams to its clients this way).
     """
 
-    def __init__(self, store: ObjectStore, bucket: str, name: str, max_size: int | None,
-                 md5: bool = False) -> None:
+    def __init__(self, store: ObjectStore, bucket: str, name: str, max_size: int | None) -> None:
         self.store, self.bucket, self.name, self.max_size = store, bucket, name, max_size
         self.mountpath = store.ranked_mountpaths(bucket, name)[0]
         self.temp = self.mountpath.temp_path()
         self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        # Hashing happens in I/O threads (hashes and writes release the GIL): xxh3 with the
-        # write, and MD5 (slow, when asked for) in a pipeline of its own beside it.
-        self._hasher = new_hasher()
-        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
-        self._pending_md5: asyncio.Future | None = None
+        self._hasher = new_hasher()  # updated in the I/O thread, with the write
         self._buffer = bytearray()
         self._pending: asyncio.Future | None = None
         self.size = 0
         self.written = 0
         self.checksum: str | None = None
         self.done = False
-
-    @property
-    def md5(self) -> str | None:
-        """Hex MD5 of everything written (when asked for), valid after :meth:`finish`."""
-        return self._md5.hexdigest() if self._md5 is not None else None
 
     async def write(self, chunk: bytes) -> None:
         if not chunk:
@@ -220,13 +209,10 @@ class ObjectWriter:
             await self._flush_buffer()
 
     async def _settle(self) -> None:
-        """Wait for the in-flight write and hash jobs; raise the first error after both end."""
-        pending = [p for p in (self._pending, self._pending_md5) if p is not None]
-        self._pending = self._pending_md5 = None
-        results = await asyncio.gather(*pending, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        """Wait for the in-flight write (and its hashing) to end."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
 
     async def _flush_buffer(self, chunk: bytes | None = None) -> None:
         await self._settle()
@@ -237,9 +223,7 @@ class ObjectWriter:
         if data:
             loop = asyncio.get_running_loop()
             self._pending = loop.run_in_executor(self.store._io, _hash_and_write, self._fd,
-                                                 data, [self._hasher])
-            if self._md5 is not None:
-                self._pending_md5 = loop.run_in_executor(self.store._io, self._md5.update, data)
+                                                 data, self._hasher)
             self._pending.add_done_callback(functools.partial(self._count, n=len(data)))
 
     def _count(self, future: asyncio.Future, n: int) -> None:
@@ -336,10 +320,9 @@ class ObjectStore(MountpathReader):
         self.hot.drop((bucket, name))
 
     # -- writes --
-    def writer(self, bucket: str, name: str, *, max_size: int | None = None,
-               md5: bool = False) -> ObjectWriter:
+    def writer(self, bucket: str, name: str, *, max_size: int | None = None) -> ObjectWriter:
         """Start writing a new version of an object (see :class:`ObjectWriter`)."""
-        return ObjectWriter(self, bucket, name, max_size, md5)
+        return ObjectWriter(self, bucket, name, max_size)
 
     async def put(self, bucket: str, name: str, chunks: AsyncIterable[bytes], *,
                   expected_size: int | None = None, expected_checksum: str | None = None,
@@ -482,9 +465,8 @@ class ObjectStore(MountpathReader):
         return [mp.usage() for mp in self.mountpaths]
 
 
-def _hash_and_write(fd: int, data: bytes, hashers: list) -> None:
-    for hasher in hashers:
-        hasher.update(data)
+def _hash_and_write(fd: int, data: bytes, hasher) -> None:
+    hasher.update(data)  # xxhash releases the GIL for large buffers, as does the write
     _write_all(fd, data)
 
 
