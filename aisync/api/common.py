@@ -52,6 +52,20 @@ def object_name(request: web.BaseRequest) -> str:
     return validate_object_name(request["match"].get("name", ""))
 
 
+async def json_object(request: web.BaseRequest, what: str, *, required: bool = True) -> dict:
+    """The request body as a JSON object; ``InvalidArgument`` (400) for anything else. An absent
+    body is ``{}`` when not ``required``."""
+    if not required and not request.body_exists:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidArgument(f"{what}: the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"{what}: the body must be a JSON object")
+    return body
+
+
 def int_query(request: web.BaseRequest, key: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(key)
     if raw is None or raw == "":

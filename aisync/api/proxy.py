@@ -19,6 +19,7 @@ from aiohttp import web
 from aisync.api.common import (
     bool_query,
     bucket_ref,
+    json_object,
     object_name,
     page_limit,
 )
@@ -36,18 +37,6 @@ from aisync.util.errors import (
 from aisync.util.names import BucketRef, validate_prefix
 
 log = logging.getLogger("aisync.proxy")
-
-
-async def _json_object(request: web.BaseRequest) -> dict:
-    if not request.body_exists:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidArgument("the request body is not JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("the request body must be a JSON object")
-    return body
 
 
 class ProxyNode(NodeRuntime):
@@ -162,7 +151,7 @@ class ProxyNode(NodeRuntime):
         if not self.is_primary:
             return await self._forward_to_primary(request)
         assert self.primary is not None
-        body = await _json_object(request)
+        body = await json_object(request, "bucket properties", required=False)
         unknown = set(body) - {"profile", "settings", "source"}
         if unknown:
             raise InvalidArgument(f"unknown bucket properties: {', '.join(sorted(unknown))}")
@@ -277,8 +266,8 @@ class ProxyNode(NodeRuntime):
         if not self.is_primary:
             return await self._forward_to_primary(request)
         assert self.primary is not None
+        body = await json_object(request, "join")
         try:
-            body = await request.json()
             node = NodeInfo(id=body["id"], role=body["role"], url=body["url"])
             held = int(body.get("map_version", 0))
         except (ValueError, KeyError, TypeError) as exc:

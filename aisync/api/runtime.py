@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import bucket_ref
+from aisync.api.common import bucket_ref, json_object
 from aisync.api.router import Router
 from aisync.catalog import Catalog
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
@@ -171,12 +171,7 @@ class NodeRuntime:
         return ref, props
 
     async def handle_metasync(self, request: web.BaseRequest) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise InvalidArgument("metasync body is not JSON") from None
-        if not isinstance(body, dict):
-            raise InvalidArgument("metasync body must be an object")
+        body = await json_object(request, "metasync")
         try:
             cmap = ClusterMap.model_validate(body["cluster_map"]) if "cluster_map" in body \
                 else None
