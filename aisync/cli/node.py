@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -10,9 +9,6 @@ import click
 from aisync.cli.common import CliError, UsageFailure
 from aisync.config import load_node_config
 from aisync.util.errors import ConfigError
-
-#: ``AISYNC_*`` variables that configure the CLI, not a node (NodeConfig would reject them).
-CLI_ONLY_ENV = ("AISYNC_ENDPOINT", "AISYNC_CLUSTER_DIR")
 
 
 @click.command()
@@ -41,9 +37,8 @@ def node(role: str | None, config_path: str | None, port: int | None,
         overrides["port"] = port
     if data_dir:
         overrides["data_dir"] = str(Path(data_dir))
-    environ = {k: v for k, v in os.environ.items() if k not in CLI_ONLY_ENV}
-    try:
-        cfg = load_node_config(config_path, overrides=overrides, environ=environ)
+    try:  # CLI-only variables (AISYNC_ENDPOINT, ...) are skipped by the config loader itself
+        cfg = load_node_config(config_path, overrides=overrides)
     except ConfigError as exc:
         raise UsageFailure(exc.message) from exc
     try:
