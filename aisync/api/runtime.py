@@ -23,9 +23,9 @@ from aisync.api.common import bucket_ref, json_object
 from aisync.api.router import Router
 from aisync.catalog import Catalog
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
-from aisync.cluster.primary import WorkerStatus
 from aisync.cluster.sources import SourcePool
 from aisync.cluster.state import ClusterState
+from aisync.cluster.workers import WorkerStatus
 from aisync.config import NodeConfig
 from aisync.util.errors import BucketNotFound, InvalidArgument, NodeUnavailable
 from aisync.util.names import BucketRef

@@ -32,7 +32,7 @@ from aisync.api.files import file_response, range_of, send_file_range, small_res
 from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
-from aisync.cluster.primary import WorkerStatus
+from aisync.cluster.workers import WorkerStatus
 from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import ObjectStore
 from aisync.sync.readthrough import ColdFetch, ReadThrough

@@ -16,34 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 
 import aiohttp
 
 from aisync.cluster import metasync
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
 from aisync.cluster.state import ClusterState
+from aisync.cluster.workers import WorkerStatus
 from aisync.config import NodeConfig
 from aisync.util.errors import BucketAlreadyExists, BucketNotFound
 from aisync.util.names import BucketRef
 
 log = logging.getLogger("aisync.primary")
-
-
-@dataclass
-class WorkerStatus:
-    """What the admin API shows about a background worker."""
-
-    name: str
-    state: str = "idle"  # idle | running | stopped | failed
-    runs: int = 0
-    last_run: float | None = None
-    last_error: str | None = None
-    details: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "state": self.state, "runs": self.runs,
-                "last_run": self.last_run, "last_error": self.last_error, **self.details}
 
 
 class Primary:
