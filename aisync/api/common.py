@@ -167,15 +167,23 @@ def content_range(offset: int, length: int, size: int) -> str:
     return f"bytes {offset}-{offset + length - 1}/{size}"
 
 
+def owner_location(request: web.BaseRequest, cmap, ref: BucketRef, name: str,
+                   self_id: str) -> str | None:
+    """Where this request belongs when node ``self_id`` does not own the object, else None."""
+    if cmap is None:
+        return None
+    owner = cmap.owner(ref, name)
+    return None if owner.id == self_id else f"{owner.url}{request.path_qs}"
+
+
 def misdirected_put(request: web.BaseRequest, cmap, bmap, self_id: str) -> web.Response | None:
     """For ``Expect: 100-continue``: a 307 to the owner when this target does not own the
     object (so the body never comes here), else None (the body may flow)."""
-    if cmap is None or bmap is None:
+    if bmap is None:
         return None
     ref = bucket_ref(request)
     if bmap.get(ref) is None:
         return None  # the handler answers BucketNotFound
-    owner = cmap.owner(ref, object_name(request))
-    if owner.id == self_id:
-        return None
-    return web.Response(status=307, headers={"Location": f"{owner.url}{request.path_qs}"})
+    location = owner_location(request, cmap, ref, object_name(request), self_id)
+    return None if location is None else web.Response(status=307,
+                                                      headers={"Location": location})

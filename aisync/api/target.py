@@ -25,6 +25,7 @@ from aisync.api.common import (
     misdirected_put,
     object_headers,
     object_name,
+    owner_location,
     page_limit,
     source_headers,
 )
@@ -177,12 +178,9 @@ class TargetNode(NodeRuntime):
 
     # -- helpers --
     def _redirect_to_owner(self, request: web.BaseRequest, ref: BucketRef, name: str) -> None:
-        cmap = self.state.cmap
-        if cmap is None:
-            return
-        owner = cmap.owner(ref, name)
-        if owner.id != self.node_id:
-            raise web.HTTPTemporaryRedirect(location=f"{owner.url}{request.path_qs}")
+        location = owner_location(request, self.state.cmap, ref, name, self.node_id)
+        if location is not None:
+            raise web.HTTPTemporaryRedirect(location=location)
 
     # -- objects --
     async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
