@@ -4,6 +4,7 @@ Owns: how a catalog database is opened (:func:`make_engine`: SQLite tuning, pool
 schema is brought up to date (:func:`alembic_config`, :func:`upgrade_to_head`, driving the Alembic
 scripts in the top-level ``migrations/`` directory without depending on the working directory),
 and :class:`Catalog`, the synchronous, thread-safe API the node code calls (from a thread pool).
+Its job, report, schedule-run and sync-state methods live in :mod:`.jobs` (``JobsMixin``).
 
 SQLite notes: one file per node; ``check_same_thread=False`` plus a pool makes the engine usable
 from many threads; file databases run in WAL mode with ``synchronous=NORMAL`` and a busy timeout.
@@ -34,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 import aisync
+from aisync.catalog.jobs import JobsMixin
 from aisync.catalog.models import KIND_MAX_LEN, Document, utcnow
 from aisync.util.errors import AisyncError, InvalidArgument
 
@@ -202,13 +204,17 @@ def _check_version(version: object) -> int:
     return version
 
 
-class Catalog:
+class Catalog(JobsMixin):
     """A node's catalog database. Synchronous and thread-safe; call it from a thread pool::
 
         cat = Catalog("sqlite:////var/lib/aisync/catalog.db")
         cat.upgrade()
         cat.save_document("cluster_map", 7, {"version": 7, "nodes": {}})  # -> True
         cat.latest_document("cluster_map")  # -> (7, {"version": 7, "nodes": {}})
+        cat.create_job({"id": "j1", "kind": "sync", "bucket": "aws/datasets"})  # -> job dict
+
+    The sync engine's records (jobs, job reports, schedule runs, bucket sync state) come from
+    :class:`~aisync.catalog.jobs.JobsMixin`.
 
     ``engine_kwargs`` go to :func:`sqlalchemy.create_engine` (e.g. ``echo=True``).
     """
