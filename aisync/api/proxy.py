@@ -23,6 +23,7 @@ from aisync.api.common import (
     object_name,
     page_limit,
 )
+from aisync.api.jobs import ProxyJobs
 from aisync.api.relay import relay
 from aisync.api.runtime import NodeRuntime
 from aisync.cluster.maps import BucketProps, NodeInfo
@@ -35,6 +36,7 @@ from aisync.util.errors import (
     NotSupported,
 )
 from aisync.util.names import BucketRef, validate_prefix
+from aisync.util.units import parse_duration
 
 log = logging.getLogger("aisync.proxy")
 
@@ -59,6 +61,8 @@ class ProxyNode(NodeRuntime):
         r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info)
         r.add("GET", "/v1/cluster/status", self.handle_cluster_status)
         r.add("POST", "/v1/cluster/join", self.handle_join)
+        r.add("PATCH", "/v1/buckets/{bucket}", self.handle_bucket_props)
+        self.jobs = ProxyJobs(self)
 
     @property
     def is_primary(self) -> bool:
@@ -74,6 +78,8 @@ class ProxyNode(NodeRuntime):
         self.joined.set()
         self.workers["keepalive"] = self.primary.keepalive
         self.spawn(self.primary.run_keepalive(), "keepalive")
+        await self.jobs.start()
+        self._stack.push_async_callback(self.jobs.stop)
 
     def is_ready(self) -> bool:
         cmap = self.state.cmap
@@ -167,6 +173,26 @@ class ProxyNode(NodeRuntime):
         props = await self.primary.create_bucket(props)
         return web.json_response(props.model_dump(), status=201)
 
+    async def handle_bucket_props(self, request: web.BaseRequest) -> web.Response:
+        """Change a bucket's properties: ``consistency`` and ``max_staleness`` (seconds or a
+        duration like ``"5m"``; null clears it)."""
+        ref, props = self.known_bucket(request)
+        if not self.is_primary:
+            return await self._forward_to_primary(request)
+        assert self.primary is not None
+        body = await json_object(request, "bucket properties")
+        unknown = set(body) - {"consistency", "max_staleness"}
+        if unknown:
+            raise InvalidArgument(f"these bucket properties cannot be changed: "
+                                  f"{', '.join(sorted(unknown))} (changeable: consistency, "
+                                  f"max_staleness)")
+        if not props.backed and body:
+            raise InvalidArgument(f"{ref} has no source: consistency applies to cached buckets")
+        if body.get("max_staleness") is not None:
+            body["max_staleness"] = parse_duration(body["max_staleness"])
+        props = await self.primary.update_bucket(ref, body)
+        return web.json_response(props.model_dump())
+
     async def handle_destroy_bucket(self, request: web.BaseRequest) -> web.Response:
         ref = bucket_ref(request)
         if not self.is_primary:
@@ -253,13 +279,17 @@ class ProxyNode(NodeRuntime):
 
     async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:
         ref, props = self.known_bucket(request)
+        if not self.is_primary:  # the freshness watermark lives in the primary's catalog
+            return await self._forward_to_primary(request)
         params = {"provider": ref.provider}
         if ref.namespace:
             params["namespace"] = ref.namespace
         infos = await self._from_targets(f"/v1/buckets/{ref.name}/info", params)
         return web.json_response({**props.model_dump(),
                                   "objects": sum(i["objects"] for i in infos),
-                                  "bytes": sum(i["bytes"] for i in infos)})
+                                  "bytes": sum(i["bytes"] for i in infos),
+                                  "freshness": await self.jobs.freshness(props)
+                                  if props.backed else None})
 
     # -- cluster --
     async def handle_join(self, request: web.BaseRequest) -> web.Response:

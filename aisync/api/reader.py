@@ -99,6 +99,10 @@ class ReadWorker:
     async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
         ref = bucket_ref(request)
         name = object_name(request)
+        props = self.bmap.get(ref) if self.bmap is not None else None
+        if props is None or (props.backed and (props.consistency != "none"
+                                               or bool_query(request, "latest"))):
+            return await self.forward(request)  # on-access checks run in the main process
         hit = self.reader.cached(ref.uname, name)
         if hit is not None:
             return small_response(request, hit[0], hit[1])

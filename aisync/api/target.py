@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -30,12 +31,15 @@ from aisync.api.common import (
     source_headers,
 )
 from aisync.api.files import file_response, range_of, send_file_range, small_response
+from aisync.api.jobwork import TargetJobs
 from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
+from aisync.backends.base import VersionToken
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
 from aisync.cluster.workers import WorkerStatus
 from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import ObjectStore
+from aisync.sync.onaccess import Decision, OnAccess
 from aisync.sync.readthrough import ColdFetch, ReadThrough
 from aisync.util.errors import IncompleteBody, ObjectNotFound
 from aisync.util.names import BucketRef, validate_prefix
@@ -98,6 +102,8 @@ class TargetNode(NodeRuntime):
                                  hot_cache_bytes=config.storage.hot_cache_bytes)
         self.small = config.storage.small_object_bytes
         self.readthrough = ReadThrough(self.store, config.storage.cold_window_bytes)
+        self.on_access = OnAccess()
+        self.jobs = TargetJobs(self)
         r = self.router
         r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
         r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
@@ -111,6 +117,7 @@ class TargetNode(NodeRuntime):
         await self.store.start()
         self._stack.push_async_callback(self.store.stop)
         self._stack.push_async_callback(self.readthrough.close)
+        self._stack.push_async_callback(self.jobs.close)
         if self.store.rebuilt_objects is not None:
             log.info("object index rebuilt from files: %d objects", self.store.rebuilt_objects)
         self.spawn(self._join_loop(), "join")
@@ -184,20 +191,36 @@ class TargetNode(NodeRuntime):
 
     # -- objects --
     async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
+        arrived = time.monotonic()
         ref, props = self.known_bucket(request)
         name = object_name(request)
         uname = ref.uname
-        hit = self.store.cached(uname, name)
-        if hit is not None:
-            return small_response(request, hit[0], hit[1])
+        latest = bool_query(request, "latest")
+        check = props.backed and OnAccess.wanted(props.consistency, latest)
+        if not check:
+            hit = self.store.cached(uname, name)
+            if hit is not None:
+                return small_response(request, hit[0], hit[1])
         epoch = self.store.write_epoch(uname, name)
         try:
             obj = self.store.open(uname, name)
         except ObjectNotFound:
             self._redirect_to_owner(request, ref, name)
             if props.backed:
-                return await self._cold_get(request, props, name)
+                return await self._cold_get(request, props, name,
+                                            fresh_after=arrived if check else None)
             raise ObjectNotFound(f"{ref}/{name}: no such object") from None
+        if check:
+            try:
+                decision = await self._on_access(props, obj.meta, latest)
+            except BaseException:
+                obj.close()
+                raise
+            if decision is not Decision.SERVE:
+                obj.close()
+                if decision is Decision.REFETCH:
+                    return await self._cold_get(request, props, name, fresh_after=arrived)
+                raise ObjectNotFound(f"{ref}/{name}: deleted at the source")
         try:
             if obj.size <= self.small and request.method == "GET":
                 data = await self.store.read_verified(obj, epoch)
@@ -212,8 +235,25 @@ class TargetNode(NodeRuntime):
             if obj is not None:
                 obj.close()
 
-    async def _cold_get(self, request: web.BaseRequest, props: BucketProps,
-                        name: str) -> web.StreamResponse:
+    async def _on_access(self, props: BucketProps, meta: ObjectMetadata,
+                         latest: bool) -> Decision:
+        """Validate a warm copy against its source (see :mod:`aisync.sync.onaccess`)."""
+        backend, source = await self.sources.backend_for(props)
+        cached = VersionToken.from_dict(meta.source) if meta.source else None
+        decision = await self.on_access.check(
+            backend, source, meta.bucket, meta.name, cached=cached,
+            cached_at=meta.mtime_ns / 1e9, consistency=props.consistency,
+            max_staleness=props.max_staleness, latest=latest)
+        if decision is Decision.GONE and props.consistency == "synchronize":
+            try:
+                await self.store.delete(meta.bucket, meta.name)
+                self.on_access.stats.removed_copies += 1
+            except ObjectNotFound:
+                pass
+        return decision
+
+    async def _cold_get(self, request: web.BaseRequest, props: BucketProps, name: str, *,
+                        fresh_after: float | None = None) -> web.StreamResponse:
         """Read through: fetch from the source once, stream to this client as bytes land."""
         backend, source = await self.sources.backend_for(props)
         if request.method == "HEAD":
@@ -222,7 +262,8 @@ class TargetNode(NodeRuntime):
             status, _, count = range_of(request, version.size, headers)
             headers["Content-Length"] = str(count)
             return web.Response(status=status, headers=headers)
-        fetch = self.readthrough.fetch(backend, source, props.ref.uname, name)
+        fetch = self.readthrough.fetch(backend, source, props.ref.uname, name,
+                                       fresh_after=fresh_after)
         try:
             version = await fetch.started()
             headers = source_headers(version)
@@ -299,7 +340,8 @@ class TargetNode(NodeRuntime):
         entries = await self.store.list_page(ref.uname, prefix, after, limit)
         return web.json_response({
             "objects": [{"name": e.name, "size": e.size, "checksum": e.checksum,
-                         "mtime_ns": e.mtime_ns, "source": e.source} for e in entries],
+                         "mtime_ns": e.mtime_ns, "source": e.source, "origin": e.origin}
+                        for e in entries],
             "next_token": entries[-1].name if len(entries) == limit else None})
 
     async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:
@@ -312,5 +354,7 @@ class TargetNode(NodeRuntime):
         disks = await self.run_blocking(self.store.disk_usage)
         count, total = await self.store.summary()
         status.update(disks=[dataclasses.asdict(d) for d in disks], objects=count, bytes=total,
-                      readthrough=dataclasses.asdict(self.readthrough.stats))
+                      readthrough=dataclasses.asdict(self.readthrough.stats),
+                      on_access=self.on_access.stats.as_dict(),
+                      jobs=dataclasses.asdict(self.jobs.executor.stats))
         return status

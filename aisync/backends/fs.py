@@ -4,7 +4,9 @@ Buckets are configured by name to a directory; object ``a/b.jpg`` is the file ``
 
 * **Version token**: size, and an ETag built from ``(inode, mtime_ns, size)``: a rewrite in place
   moves mtime, an atomic replace changes the inode, so a same-size overwrite is still a new
-  version. ``last_modified`` is the mtime. No content checksum is computed on ``head`` (that
+  version — except a same-size rewrite *in place* within one tick of the file system's
+  timestamp clock (a few milliseconds on Linux), which keeps inode, size and mtime: that is
+  indistinguishable without reading the file (rclone's local backend has the same limit). ``last_modified`` is the mtime. No content checksum is computed on ``head`` (that
   would read the file); :meth:`FsBackend.checksum` computes an MD5 on demand.
 * **Safety**: names are validated (no ``..``, no absolute paths) and the resolved path must stay
   under the root, symlinks included; anything else is ``InvalidObjectName``.

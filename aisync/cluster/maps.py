@@ -22,6 +22,7 @@ from aisync.util.names import BucketRef
 
 NodeRole = Literal["proxy", "target"]
 NodeState = Literal["active", "inactive"]
+Consistency = Literal["none", "validate", "synchronize"]
 
 
 def _now() -> str:
@@ -123,6 +124,13 @@ class BucketProps(_Doc):
     profile: str = ""
     settings: dict[str, Any] = Field(default_factory=dict)
     source: str = ""
+    #: On-access consistency with the source (cached buckets): ``none`` serves cached copies
+    #: as they are; ``validate`` asks the source (HEAD) on every warm GET and re-fetches on
+    #: change; ``synchronize`` also drops the copy and answers 404 when the source deleted it.
+    consistency: Consistency = "none"
+    #: Seconds within which a copy fetched or validated is served without asking the source
+    #: (with ``validate``/``synchronize``); None: always ask.
+    max_staleness: float | None = Field(default=None, ge=0)
 
     @property
     def backed(self) -> bool:
@@ -143,6 +151,9 @@ class BucketMap(_Doc):
     uuid: str
     version: int = Field(ge=1)
     buckets: dict[str, BucketProps] = Field(default_factory=dict)
+    #: Job schedules by name (cluster metadata, so every node holds them and a new primary
+    #: finds them): ``{"trigger": {...}, "job": {...}, "created": ...}``; see ``aisync.sync``.
+    schedules: dict[str, dict[str, Any]] = Field(default_factory=dict)
     created: str = Field(default_factory=_now)
 
     @classmethod
@@ -152,8 +163,12 @@ class BucketMap(_Doc):
     def get(self, bucket: BucketRef) -> BucketProps | None:
         return self.buckets.get(bucket.uname)
 
-    def _next(self, buckets: dict[str, dict]) -> BucketMap:
-        return BucketMap(uuid=self.uuid, version=self.version + 1, buckets=buckets)
+    def _next(self, buckets: dict[str, dict] | None = None,
+              schedules: dict[str, dict] | None = None) -> BucketMap:
+        if buckets is None:
+            buckets = {k: v.model_dump() for k, v in self.buckets.items()}
+        return BucketMap(uuid=self.uuid, version=self.version + 1, buckets=buckets,
+                         schedules=self.schedules if schedules is None else schedules)
 
     def with_bucket(self, props: BucketProps) -> BucketMap:
         buckets = {k: v.model_dump() for k, v in self.buckets.items()}
@@ -163,6 +178,12 @@ class BucketMap(_Doc):
     def without_bucket(self, bucket: BucketRef) -> BucketMap:
         return self._next({k: v.model_dump() for k, v in self.buckets.items()
                            if k != bucket.uname})
+
+    def with_schedule(self, name: str, definition: dict[str, Any]) -> BucketMap:
+        return self._next(schedules={**self.schedules, name: definition})
+
+    def without_schedule(self, name: str) -> BucketMap:
+        return self._next(schedules={k: v for k, v in self.schedules.items() if k != name})
 
 
 def check_newer(current: ClusterMap | BucketMap | None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import aiohttp
 
@@ -24,7 +25,13 @@ from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
 from aisync.cluster.state import ClusterState
 from aisync.cluster.workers import WorkerStatus
 from aisync.config import NodeConfig
-from aisync.util.errors import BucketAlreadyExists, BucketNotFound
+from aisync.util.errors import (
+    AlreadyExists,
+    BucketAlreadyExists,
+    BucketNotFound,
+    InvalidArgument,
+    ScheduleNotFound,
+)
 from aisync.util.names import BucketRef
 
 log = logging.getLogger("aisync.primary")
@@ -159,6 +166,38 @@ class Primary:
                 raise BucketAlreadyExists(f"bucket {props.ref} already exists")
             await self._publish(bmap=bmap.with_bucket(props))
             return props
+
+    async def update_bucket(self, ref: BucketRef, changes: dict[str, Any]) -> BucketProps:
+        """New properties for an existing bucket (validated; identity fields stay)."""
+        async with self._lock:
+            bmap = self.state.bmap
+            assert bmap is not None
+            props = bmap.get(ref)
+            if props is None:
+                raise BucketNotFound(f"bucket {ref} does not exist")
+            try:
+                props = BucketProps.model_validate({**props.model_dump(), **changes})
+            except ValueError as exc:
+                raise InvalidArgument(f"invalid bucket properties: {exc}") from None
+            await self._publish(bmap=bmap.with_bucket(props))
+            return props
+
+    async def put_schedule(self, name: str, definition: dict[str, Any], *,
+                           replace: bool = False) -> None:
+        async with self._lock:
+            bmap = self.state.bmap
+            assert bmap is not None
+            if name in bmap.schedules and not replace:
+                raise AlreadyExists(f"schedule {name!r} already exists")
+            await self._publish(bmap=bmap.with_schedule(name, definition))
+
+    async def remove_schedule(self, name: str) -> None:
+        async with self._lock:
+            bmap = self.state.bmap
+            assert bmap is not None
+            if name not in bmap.schedules:
+                raise ScheduleNotFound(f"no schedule {name!r}")
+            await self._publish(bmap=bmap.without_schedule(name))
 
     async def destroy_bucket(self, ref: BucketRef) -> None:
         async with self._lock:

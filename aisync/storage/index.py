@@ -27,7 +27,7 @@ from pathlib import Path
 from aisync.storage.metadata import ObjectMetadata, read_metadata
 
 #: Bump when the table changes: an index of another version is dropped and rebuilt from files.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     bucket   TEXT    NOT NULL,
@@ -36,9 +36,13 @@ CREATE TABLE IF NOT EXISTS objects (
     checksum TEXT    NOT NULL,
     mtime_ns INTEGER NOT NULL,
     source   TEXT,
+    origin   TEXT,
     PRIMARY KEY (bucket, name)
 ) WITHOUT ROWID;
 """
+
+
+_INSERT_ALL = "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,7 @@ class IndexEntry:
     checksum: str
     mtime_ns: int
     source: dict | None = None  # the backend version token of the cached copy
+    origin: dict | None = None  # what a copy job copied it from
 
 
 class ObjectIndex:
@@ -103,8 +108,8 @@ class ObjectIndex:
     def upsert(self, meta: ObjectMetadata) -> None:
         assert self._writer is not None
         self._writer.execute(
-            "INSERT OR REPLACE INTO objects(bucket, name, size, checksum, mtime_ns, source) "
-            "VALUES (?, ?, ?, ?, ?, ?)", _row(meta))
+            "INSERT OR REPLACE INTO objects(bucket, name, size, checksum, mtime_ns, source, "
+            "origin) VALUES (?, ?, ?, ?, ?, ?, ?)", _row(meta))
 
     def remove(self, bucket: str, name: str) -> None:
         assert self._writer is not None
@@ -125,11 +130,11 @@ class ObjectIndex:
         for meta in _scan(object_dirs):
             pending.append(_row(meta))
             if len(pending) >= batch:
-                w.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?)", pending)
+                w.executemany(_INSERT_ALL, pending)
                 count += len(pending)
                 pending.clear()
         if pending:
-            w.executemany("INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?)", pending)
+            w.executemany(_INSERT_ALL, pending)
             count += len(pending)
         w.execute("COMMIT")
         return count
@@ -144,13 +149,13 @@ class ObjectIndex:
             after_b = after.encode("utf-8", "surrogatepass")
             if after_b >= lo:
                 rows = self._reader.execute(
-                    "SELECT name, size, checksum, mtime_ns, source FROM objects WHERE bucket = ? "
-                    "AND name > ? AND name < ? ORDER BY name LIMIT ?",
+                    "SELECT name, size, checksum, mtime_ns, source, origin FROM objects "
+                    "WHERE bucket = ? AND name > ? AND name < ? ORDER BY name LIMIT ?",
                     (bucket, after_b, hi, limit))
                 return [_entry(r) for r in rows]
         rows = self._reader.execute(
-            "SELECT name, size, checksum, mtime_ns, source FROM objects WHERE bucket = ? "
-            "AND name >= ? AND name < ? ORDER BY name LIMIT ?", (bucket, lo, hi, limit))
+            "SELECT name, size, checksum, mtime_ns, source, origin FROM objects "
+            "WHERE bucket = ? AND name >= ? AND name < ? ORDER BY name LIMIT ?", (bucket, lo, hi, limit))
         return [_entry(r) for r in rows]
 
     def summary(self, bucket: str | None = None) -> tuple[int, int]:
@@ -166,13 +171,15 @@ class ObjectIndex:
 
 def _row(meta: ObjectMetadata) -> tuple:
     source = json.dumps(meta.source, separators=(",", ":")) if meta.source is not None else None
+    origin = json.dumps(meta.origin, separators=(",", ":")) if meta.origin is not None else None
     return (meta.bucket, meta.name.encode("utf-8", "surrogatepass"), meta.size, meta.checksum,
-            meta.mtime_ns, source)
+            meta.mtime_ns, source, origin)
 
 
 def _entry(row: tuple) -> IndexEntry:
     return IndexEntry(row[0].decode("utf-8", "surrogatepass"), row[1], row[2], row[3],
-                      json.loads(row[4]) if row[4] else None)
+                      json.loads(row[4]) if row[4] else None,
+                      json.loads(row[5]) if row[5] else None)
 
 
 def _scan(object_dirs: Iterable[Path]) -> Iterator[ObjectMetadata]:

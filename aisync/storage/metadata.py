@@ -37,19 +37,22 @@ class ObjectMetadata:
     checksum: str  # "xxh3:<16 hex>"
     mtime_ns: int  # when this version was written (or fetched from its source)
     source: dict | None = None  # the backend's version token of this copy (cached buckets)
+    origin: dict | None = None  # what a copy job copied this from: {"bucket", "version"}
 
     def encode(self) -> bytes:
         record = {"v": 1, "b": self.bucket, "n": self.name, "s": self.size,
                   "c": self.checksum, "m": self.mtime_ns}
         if self.source is not None:
             record["src"] = self.source
+        if self.origin is not None:
+            record["org"] = self.origin
         return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
     def decode(cls, raw: bytes) -> ObjectMetadata:
         d = json.loads(raw)
         return cls(bucket=d["b"], name=d["n"], size=d["s"], checksum=d["c"], mtime_ns=d["m"],
-                   source=d.get("src"))
+                   source=d.get("src"), origin=d.get("org"))
 
     @property
     def etag(self) -> str:

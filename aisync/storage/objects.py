@@ -242,13 +242,14 @@ class ObjectWriter:
             raise ChecksumMismatch(
                 f"checksum {self.checksum} does not match the declared {expected_checksum}")
 
-    async def commit(self, source: dict | None = None) -> ObjectMetadata:
+    async def commit(self, source: dict | None = None,
+                     origin: dict | None = None) -> ObjectMetadata:
         """Make the finished temp file the object's current version; returns its metadata."""
         assert self.checksum is not None, "finish() first"
         store, bucket, name = self.store, self.bucket, self.name
         loop = asyncio.get_running_loop()
         meta = ObjectMetadata(bucket=bucket, name=name, size=self.size, checksum=self.checksum,
-                              mtime_ns=time.time_ns(), source=source)
+                              mtime_ns=time.time_ns(), source=source, origin=origin)
         final = self.mountpath.object_path(bucket, name)
         async with store._lock(bucket, name):
             # A copy on another mountpath (left from before mountpaths changed) goes too.

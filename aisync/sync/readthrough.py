@@ -23,6 +23,7 @@ import functools
 import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 from aisync.backends.base import Backend, VersionToken
@@ -103,6 +104,8 @@ class ColdFetch:
         self.verified = False  # size and (when the source has one) MD5 checked
         self._changed = asyncio.Condition()
         self.task: asyncio.Task | None = None
+        self.started_at = time.monotonic()  # before the source was asked: what it may reflect
+        self.superseded = False  # a fresher fetch of the same object started: do not commit
         self._read_fd = -1  # open on the temp file from its creation: survives rename/unlink
         self._readers = 0
 
@@ -260,7 +263,10 @@ class ColdFetch:
                 await writer.finish(expected_size=version.size)
                 self._evict()
                 await self._notify()
-                await writer.commit(source=version.to_dict())
+                if self.superseded:  # served its readers; the fresher fetch is what stays
+                    await writer.abort()
+                else:
+                    await writer.commit(source=version.to_dict())
                 stats.bytes_fetched += version.size
         except BaseException as exc:
             stats.failures += 1
@@ -288,7 +294,8 @@ class ReadThrough:
         self.stats = ReadThroughStats()
         self._inflight: dict[tuple[str, str], ColdFetch] = {}
 
-    def fetch(self, backend: Backend, source_bucket: str, bucket: str, name: str) -> ColdFetch:
+    def fetch(self, backend: Backend, source_bucket: str, bucket: str, name: str, *,
+              fresh_after: float | None = None) -> ColdFetch:
         """The in-flight fetch of ``bucket/name``, starting one if there is none.
 
         The caller must enter ``fetch.reader()`` (which releases its reservation)."""
@@ -296,6 +303,13 @@ class ReadThrough:
         self.stats.cold_gets += 1
         self.stats.by_bucket[bucket] = self.stats.by_bucket.get(bucket, 0) + 1
         current = self._inflight.get(key)
+        if current is not None and not current.done and fresh_after is not None \
+                and current.started_at < fresh_after:
+            # The caller needs what the source holds now (validate / latest): a fetch that
+            # asked the source earlier may predate a change. Start anew; the older one still
+            # serves its readers but is not committed over the newer copy.
+            current.superseded = True
+            current = None
         if current is not None and not current.done:
             self.stats.coalesced += 1
             current._readers += 1

@@ -145,6 +145,24 @@ class NotSupported(AisyncError):
     code, status = "NotImplemented", 501
 
 
+class JobNotFound(NotFound):
+    code = "JobNotFound"
+
+
+class ScheduleNotFound(NotFound):
+    code = "ScheduleNotFound"
+
+
+class AlreadyExists(AisyncError, FileExistsError):
+    code, status = "AlreadyExists", 409
+
+
+class Conflict(AisyncError):
+    """The request conflicts with the current state (e.g. aborting a finished job)."""
+
+    code, status = "Conflict", 409
+
+
 ERRORS_BY_CODE: dict[str, type[AisyncError]] = {
     cls.code: cls
     for cls in [
@@ -153,6 +171,7 @@ ERRORS_BY_CODE: dict[str, type[AisyncError]] = {
         StaleMapVersion, NotPrimary, MethodNotAllowed, PayloadTooLarge, IncompleteBody,
         ChecksumMismatch, ObjectCorrupted, NoTargets, NodeUnavailable, ConfigError,
         AccessDenied, BackendError, Throttled, BackendUnavailable, NotSupported,
+        JobNotFound, ScheduleNotFound, AlreadyExists, Conflict,
     ]
 }
 

@@ -1,0 +1,387 @@
+"""The proxy's job, schedule, freshness and metrics endpoints, and the planner's cluster ports.
+
+Jobs and schedules live on the primary proxy (its catalog holds job records and reports; the
+schedule definitions are in the replicated bucket map). Any other proxy forwards these requests
+to the primary. Endpoints (JSON, see docs/api.md):
+
+* ``POST /v1/jobs`` (a :class:`~aisync.sync.jobs.JobSpec`) → 201 the job record
+* ``GET /v1/jobs[?state=running&limit=N]``, ``GET /v1/jobs/{id}[?wait=SECONDS]``
+* ``POST /v1/jobs/{id}/abort``; ``GET /v1/jobs/{id}/report[?action=..&after=..&limit=..]``
+* ``POST /v1/schedules``, ``GET /v1/schedules``, ``GET|DELETE /v1/schedules/{name}``
+* ``GET /v1/metrics``: Prometheus text (freshness lag per bucket, jobs by state, on-access
+  counters of the targets)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from aisync.api.common import json_object, page_limit
+from aisync.backends.base import ListEntry, VersionToken
+from aisync.cluster.maps import BucketProps
+from aisync.sync.diff import source_entries
+from aisync.sync.jobs import FINAL_STATES, JobRunner, JobSpec, parse_spec
+from aisync.sync.schedules import JobScheduler, parse_schedule
+from aisync.util.errors import (
+    AisyncError,
+    BucketNotFound,
+    InvalidArgument,
+    NodeUnavailable,
+    ScheduleNotFound,
+    error_from_dict,
+)
+from aisync.util.names import parse_uri, validate_prefix
+
+if TYPE_CHECKING:
+    from aisync.api.proxy import ProxyNode
+
+PAGE = 1000
+
+
+def _xxh3_token(entry: dict[str, Any]) -> VersionToken:
+    """A cluster object's token from its listing entry (size + xxh3 checksum as the ETag)."""
+    checksum = entry.get("checksum") or ""
+    return VersionToken(size=int(entry["size"]), etag=checksum.partition(":")[2] or None)
+
+
+class ProxyJobs:
+    """Routes plus :class:`~aisync.sync.jobs.JobPorts` for the planner (primary only)."""
+
+    def __init__(self, node: ProxyNode) -> None:
+        self.node = node
+        self.runner: JobRunner | None = None
+        self.scheduler: JobScheduler | None = None
+        r = node.router
+        r.add("POST", "/v1/jobs", self.handle_start)
+        r.add("GET", "/v1/jobs", self.handle_list)
+        r.add("GET", "/v1/jobs/{job}", self.handle_get)
+        r.add("POST", "/v1/jobs/{job}/abort", self.handle_abort)
+        r.add("GET", "/v1/jobs/{job}/report", self.handle_report)
+        r.add("POST", "/v1/schedules", self.handle_add_schedule)
+        r.add("GET", "/v1/schedules", self.handle_list_schedules)
+        r.add("GET", "/v1/schedules/{name}", self.handle_get_schedule)
+        r.add("DELETE", "/v1/schedules/{name}", self.handle_remove_schedule)
+        r.add("GET", "/v1/metrics", self.handle_metrics)
+
+    # -- lifecycle (primary) --
+    async def start(self) -> None:
+        node = self.node
+        self.runner = JobRunner(node.catalog, self, node.run_blocking,
+                                Path(node.config.data_dir) / "job-spool")
+        await self.runner.resume_unfinished()
+        self.scheduler = JobScheduler(self.runner, node.run_blocking)
+        bmap = node.state.bmap
+        await self.scheduler.start(dict(bmap.schedules) if bmap else {})
+        node.state.add_listener(self._on_maps)
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.runner is not None:
+            await self.runner.close()
+
+    async def _on_maps(self, cmap, bmap, old_bmap) -> None:
+        if self.scheduler is not None and bmap is not None:
+            await self.scheduler.update(dict(bmap.schedules))
+
+    def _primary_runner(self) -> JobRunner | None:
+        return self.runner if self.node.is_primary else None
+
+    # -- helpers --
+    def _bucket(self, uri: str) -> BucketProps:
+        try:
+            ref, obj = parse_uri(uri)
+        except ValueError as exc:
+            raise InvalidArgument(f"bad bucket {uri!r}: {exc}") from None
+        if obj:
+            raise InvalidArgument(f"{uri!r}: give a bucket, and the object prefix with --prefix")
+        bmap = self.node.state.bmap
+        props = bmap.get(ref) if bmap is not None else None
+        if props is None:
+            raise BucketNotFound(f"bucket {ref} does not exist")
+        return props
+
+    def _normalized(self, spec: JobSpec) -> JobSpec:
+        src = self._bucket(spec.bucket)
+        changes: dict[str, Any] = {"bucket": str(src.ref),
+                                   "prefix": validate_prefix(spec.prefix)}
+        if spec.destination is not None:
+            dest = self._bucket(spec.destination)
+            if dest.ref == src.ref:
+                raise InvalidArgument("the destination is the source bucket")
+            changes["destination"] = str(dest.ref)
+        elif not src.backed and spec.kind != "evict":
+            raise InvalidArgument(f"{src.ref} is not a cached bucket: a {spec.kind} job needs "
+                                  f"a source (or give a destination)")
+        elif not src.backed:
+            raise InvalidArgument(f"{src.ref} is not a cached bucket: nothing to evict")
+        return spec.model_copy(update=changes)
+
+    # -- JobPorts --
+    async def source_listing(self, spec: JobSpec, start_after: str | None
+                             ) -> AsyncIterator[ListEntry]:
+        src = self._bucket(spec.bucket)
+        if src.backed:
+            backend, bucket = await self.node.sources.backend_for(src)
+            after = start_after.encode("utf-8", "surrogatepass") if start_after else None
+            async for entry in source_entries(backend, bucket, spec.prefix):
+                if after is None or entry.name.encode("utf-8", "surrogatepass") > after:
+                    yield entry
+            return
+        async for entry in self._cluster_entries(src, spec.prefix, start_after):
+            yield ListEntry(entry["name"], _xxh3_token(entry))
+
+    async def cached_listing(self, spec: JobSpec, start_after: str | None
+                             ) -> AsyncIterator[tuple[str, VersionToken | None]]:
+        if spec.destination is None:
+            props = self._bucket(spec.bucket)
+            async for entry in self._cluster_entries(props, spec.prefix, start_after):
+                source = entry.get("source")
+                yield entry["name"], VersionToken.from_dict(source) if source else None
+            return
+        dest = self._bucket(spec.destination)
+        src_is_cluster = not self._bucket(spec.bucket).backed
+        async for entry in self._cluster_entries(dest, spec.prefix, start_after):
+            origin = entry.get("origin") or {}
+            if origin.get("bucket") == spec.bucket and isinstance(origin.get("version"), dict):
+                yield entry["name"], VersionToken.from_dict(origin["version"])
+            elif src_is_cluster:  # both in this cluster: the xxh3 checksums compare directly
+                yield entry["name"], _xxh3_token(entry)
+            else:
+                yield entry["name"], None
+
+    async def _cluster_entries(self, props: BucketProps, prefix: str,
+                               after: str | None) -> AsyncIterator[dict[str, Any]]:
+        token = after
+        while True:
+            page, more = await self.node._cached_page(props.ref, prefix, token, PAGE)
+            entries = page[:PAGE]
+            for entry in entries:
+                yield entry
+            if not entries or not (more or len(page) > PAGE):
+                return
+            token = entries[-1]["name"]
+
+    def owner(self, spec: JobSpec, name: str) -> str:
+        cmap = self.node.state.cmap
+        if cmap is None:
+            raise NodeUnavailable("no cluster map")
+        props = self._bucket(spec.destination or spec.bucket)
+        return cmap.owner(props.ref, name).id
+
+    def target_count(self) -> int:
+        cmap = self.node.state.cmap
+        return max(len(cmap.active_targets), 1) if cmap else 1
+
+    async def execute(self, target: str, job_id: str, spec: JobSpec,
+                      actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        cmap, session = self.node.state.cmap, self.node.session
+        if cmap is None or target not in cmap.nodes or session is None:
+            raise NodeUnavailable(f"target {target} is not in the cluster map")
+        url = f"{cmap.nodes[target].url}/v1/jobs/{job_id}/batch"
+        body = {"spec": spec.model_dump(mode="json"), "targets": self.target_count(),
+                "actions": actions}
+        try:
+            async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=10)) as resp:
+                answer = await resp.json()
+                if resp.status != 200:
+                    raise error_from_dict(resp.status, answer)
+                return answer["results"]
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise NodeUnavailable(f"target {target} did not run the batch: {exc}") from exc
+
+    async def abort_on_targets(self, job_id: str) -> None:
+        cmap, session = self.node.state.cmap, self.node.session
+        if cmap is None or session is None:
+            return
+
+        async def one(url: str) -> None:
+            try:
+                async with session.post(f"{url}/v1/jobs/{job_id}/abort",
+                                        timeout=aiohttp.ClientTimeout(total=5)):
+                    pass
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+
+        await asyncio.gather(*(one(t.url) for t in cmap.active_targets))
+
+    async def finished(self, job: dict[str, Any], spec: JobSpec,
+                       verified_at: datetime | None) -> None:
+        bucket = self._bucket(spec.destination or spec.bucket).ref.uname
+        fields: dict[str, Any] = {"last_job_id": job["id"], "last_job_state": job["state"]}
+        if verified_at is not None:
+            progress = job.get("progress") or {}
+            fields.update(verified_at=verified_at, job_id=job["id"],
+                          source_objects=progress.get("listed"))
+        if spec.dry_run:
+            return
+        await self.node.run_blocking(lambda: self.node.catalog.set_sync_state(bucket, **fields))
+
+    # -- freshness --
+    async def freshness(self, props: BucketProps) -> dict[str, Any] | None:
+        """The bucket's freshness watermark (primary only), as the API shows it."""
+        if not props.backed and not self.node.is_primary:
+            return None
+        state = await self.node.run_blocking(self.node.catalog.get_sync_state, props.ref.uname)
+        if state is None:
+            return {"verified_at": None, "lag_s": None, "job_id": None, "last_job_id": None}
+        verified = state.get("verified_at")
+        lag = None
+        if verified:
+            when = datetime.fromisoformat(verified)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            lag = round((datetime.now(UTC) - when).total_seconds(), 1)
+        return {"verified_at": verified, "lag_s": lag, "job_id": state.get("job_id"),
+                "last_job_id": state.get("last_job_id"),
+                "last_job_state": state.get("last_job_state")}
+
+    # -- routes --
+    async def _forwarded(self, request: web.BaseRequest) -> web.Response | None:
+        if self.node.is_primary:
+            return None
+        return await self.node._forward_to_primary(request)
+
+    def _runner(self) -> JobRunner:
+        if self.runner is None:
+            raise NodeUnavailable("the job service is starting")
+        return self.runner
+
+    async def handle_start(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        spec = self._normalized(parse_spec(await json_object(request, "job")))
+        if spec.destination is None and spec.kind != "evict":
+            await self.node.sources.backend_for(self._bucket(spec.bucket))  # config errors now
+        job = await self._runner().submit(spec)
+        return web.json_response(job, status=201)
+
+    async def handle_list(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        states = [s for s in request.query.get("state", "").split(",") if s] or None
+        limit = page_limit(request)
+        jobs = await self.node.run_blocking(
+            lambda: self.node.catalog.list_jobs(states=states, limit=limit))
+        return web.json_response({"jobs": jobs})
+
+    async def handle_get(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        job_id = request["match"]["job"]
+        try:
+            wait = float(request.query.get("wait", "0"))
+        except ValueError:
+            raise InvalidArgument("wait must be a number of seconds") from None
+        job = await self._runner().wait(job_id, min(max(wait, 0.0), 60.0))
+        job["running_here"] = self._runner().running(job_id)
+        return web.json_response(job)
+
+    async def handle_abort(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        job = await self._runner().abort(request["match"]["job"])
+        return web.json_response(job)
+
+    async def handle_report(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        job_id = request["match"]["job"]
+        await self.node.run_blocking(self.node.catalog.get_job, job_id)  # JobNotFound
+        actions = [a for a in request.query.get("action", "").split(",") if a] or None
+        after = request.query.get("after") or None
+        limit = page_limit(request)
+        catalog = self.node.catalog
+        rows = await self.node.run_blocking(
+            lambda: catalog.report_page(job_id, actions=actions, after=after, limit=limit))
+        counts = await self.node.run_blocking(catalog.report_counts, job_id)
+        return web.json_response({"entries": rows, "counts": counts,
+                                  "next_token": rows[-1]["name"] if len(rows) == limit else None})
+
+    async def handle_add_schedule(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        body = await json_object(request, "schedule")
+        replace = bool(body.pop("replace", False))
+        spec = parse_schedule(body)
+        spec = spec.model_copy(update={"job": self._normalized(spec.job)})
+        assert self.node.primary is not None
+        await self.node.primary.put_schedule(spec.name, spec.model_dump(mode="json"),
+                                             replace=replace)
+        return web.json_response(await self._schedule_view(spec.name), status=201)
+
+    async def _schedule_view(self, name: str) -> dict[str, Any]:
+        bmap = self.node.state.bmap
+        definition = bmap.schedules.get(name) if bmap is not None else None
+        if definition is None:
+            raise ScheduleNotFound(f"no schedule {name!r}")
+        runs = await self.node.run_blocking(self.node.catalog.schedule_runs, name, 10)
+        next_run = self.scheduler.next_run(name) if self.scheduler else None
+        return {**definition, "next_run": next_run, "runs": runs}
+
+    async def handle_list_schedules(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        bmap = self.node.state.bmap
+        names = sorted(bmap.schedules) if bmap is not None else []
+        return web.json_response({"schedules": [await self._schedule_view(n) for n in names]})
+
+    async def handle_get_schedule(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        return web.json_response(await self._schedule_view(request["match"]["name"]))
+
+    async def handle_remove_schedule(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        assert self.node.primary is not None
+        await self.node.primary.remove_schedule(request["match"]["name"])
+        return web.Response(status=204)
+
+    async def handle_metrics(self, request: web.BaseRequest) -> web.Response:
+        if (fwd := await self._forwarded(request)) is not None:
+            return fwd
+        lines = ["# HELP aisync_bucket_freshness_lag_seconds Seconds since the cluster last "
+                 "verified the cached bucket matched its source.",
+                 "# TYPE aisync_bucket_freshness_lag_seconds gauge"]
+        bmap = self.node.state.bmap
+        for _uname, props in sorted((bmap.buckets if bmap else {}).items()):
+            if not props.backed:
+                continue
+            fresh = await self.freshness(props)
+            if fresh and fresh["lag_s"] is not None:
+                lines.append(f'aisync_bucket_freshness_lag_seconds{{bucket="{props.ref}"}} '
+                             f'{fresh["lag_s"]}')
+        jobs = await self.node.run_blocking(lambda: self.node.catalog.list_jobs(limit=10_000))
+        by_state: dict[str, int] = {}
+        for job in jobs:
+            by_state[job["state"]] = by_state.get(job["state"], 0) + 1
+        lines += ["# HELP aisync_jobs Jobs in the catalog by state.", "# TYPE aisync_jobs gauge"]
+        for state in sorted(set(by_state) | FINAL_STATES | {"pending", "running"}):
+            lines.append(f'aisync_jobs{{state="{state}"}} {by_state.get(state, 0)}')
+        counters = await self._target_counters()
+        lines += ["# HELP aisync_on_access_total On-access consistency events, all targets.",
+                  "# TYPE aisync_on_access_total counter"]
+        for key, value in sorted(counters.items()):
+            lines.append(f'aisync_on_access_total{{event="{key}"}} {value}')
+        return web.Response(text="\n".join(lines) + "\n",
+                            content_type="text/plain", charset="utf-8")
+
+    async def _target_counters(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        try:
+            statuses = await self.node._from_targets("/v1/node/status", {})
+        except AisyncError:
+            return totals
+        for status in statuses:
+            for key, value in (status.get("on_access") or {}).items():
+                totals[key] = totals.get(key, 0) + int(value)
+        return totals

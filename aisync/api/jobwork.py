@@ -1,0 +1,99 @@
+"""The target's job endpoints: run a batch of a job's actions, abort a job.
+
+``POST /v1/jobs/{job}/batch`` with ``{"spec": JobSpec, "targets": N, "actions": [...]}``
+answers ``{"results": [...]}``, one per action (see :mod:`aisync.sync.executor`). The target
+resolves where to read and write from its bucket map: a cached bucket's source through its
+backend; an ``ais://`` bucket of this cluster through the cluster's own API (so a copy reads
+objects wherever they live, pinned to the planned version).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from aisync.api.common import json_object
+from aisync.backends.ais import AisBackend
+from aisync.cluster.maps import BucketProps
+from aisync.sync.executor import BatchContext, JobExecutor
+from aisync.sync.jobs import parse_spec
+from aisync.util.errors import BucketNotFound, InvalidArgument, NodeUnavailable
+from aisync.util.names import parse_uri
+
+if TYPE_CHECKING:
+    from aisync.api.target import TargetNode
+
+
+class TargetJobs:
+    def __init__(self, node: TargetNode) -> None:
+        self.node = node
+        self.executor = JobExecutor(node.store)
+        self._cluster: AisBackend | None = None
+        self._cluster_urls: tuple[str, ...] = ()
+        node.router.add("POST", "/v1/jobs/{job}/batch", self.handle_batch)
+        node.router.add("POST", "/v1/jobs/{job}/abort", self.handle_abort)
+
+    async def close(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.close()
+
+    def _props(self, uri: str) -> BucketProps:
+        try:
+            ref, _ = parse_uri(uri)
+        except ValueError as exc:
+            raise InvalidArgument(f"bad bucket {uri!r}: {exc}") from None
+        bmap = self.node.state.bmap
+        props = bmap.get(ref) if bmap is not None else None
+        if props is None:
+            raise BucketNotFound(f"bucket {uri} does not exist")
+        return props
+
+    async def _this_cluster(self) -> AisBackend:
+        """This cluster's own API as a backend (to read ``ais://`` objects of a copy's source)."""
+        cmap = self.node.state.cmap
+        urls = tuple(p.url for p in cmap.proxies) if cmap is not None else ()
+        if not urls:
+            raise NodeUnavailable("no proxy in the cluster map")
+        if self._cluster is None or urls != self._cluster_urls:
+            if self._cluster is not None:
+                await self._cluster.close()
+            self._cluster, self._cluster_urls = AisBackend(list(urls)), urls
+        return self._cluster
+
+    async def _context(self, body: dict) -> tuple[str, BatchContext]:
+        spec = parse_spec(body.get("spec") if isinstance(body.get("spec"), dict) else {})
+        targets = body.get("targets", 1)
+        if not isinstance(targets, int) or targets < 1:
+            raise InvalidArgument("targets must be a positive integer")
+        src = self._props(spec.bucket)
+        share = {"bandwidth": spec.bandwidth / targets if spec.bandwidth else None,
+                 "rate": spec.rate / targets if spec.rate else None, "retries": spec.retries}
+        sources = self.node.sources
+        if spec.destination is None:  # the bucket's own cache
+            source = await sources.backend_for(src) if src.backed else None
+            return src.ref.uname, BatchContext(dest_bucket=src.ref.uname, source=source,
+                                               source_uri=spec.bucket, **share)
+        dest = self._props(spec.destination)
+        if src.backed:
+            source = await sources.backend_for(src)
+        else:
+            source = (await self._this_cluster(), src.name)
+        write_through = await sources.backend_for(dest) if dest.backed else None
+        return dest.ref.uname, BatchContext(dest_bucket=dest.ref.uname, source=source,
+                                            source_uri=spec.bucket, write_through=write_through,
+                                            **share)
+
+    async def handle_batch(self, request: web.BaseRequest) -> web.Response:
+        job_id = request["match"]["job"]
+        body = await json_object(request, "job batch")
+        actions = body.get("actions")
+        if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
+            raise InvalidArgument("actions must be a list of objects")
+        _, ctx = await self._context(body)
+        results = await self.executor.run_batch(job_id, actions, ctx)
+        return web.json_response({"results": results})
+
+    async def handle_abort(self, request: web.BaseRequest) -> web.Response:
+        self.executor.abort(request["match"]["job"])
+        return web.json_response({"aborted": True})
