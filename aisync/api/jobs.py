@@ -213,6 +213,22 @@ class ProxyJobs:
 
         await asyncio.gather(*(one(t.url) for t in cmap.active_targets))
 
+    async def settle_on_targets(self, job_id: str) -> None:
+        """Wait until no target still runs a batch of ``job_id`` (from before a restart)."""
+        cmap, session = self.node.state.cmap, self.node.session
+        if cmap is None or session is None:
+            return
+
+        async def one(url: str) -> None:
+            try:
+                async with session.post(f"{url}/v1/jobs/{job_id}/settle",
+                                        timeout=aiohttp.ClientTimeout(total=600)):
+                    pass
+            except (aiohttp.ClientError, TimeoutError):
+                pass  # an unreachable target runs nothing
+
+        await asyncio.gather(*(one(t.url) for t in cmap.active_targets))
+
     async def finished(self, job: dict[str, Any], spec: JobSpec,
                        verified_at: datetime | None) -> None:
         bucket = self._bucket(spec.destination or spec.bucket).ref.uname

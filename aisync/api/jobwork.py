@@ -33,6 +33,7 @@ class TargetJobs:
         self._cluster_urls: tuple[str, ...] = ()
         node.router.add("POST", "/v1/jobs/{job}/batch", self.handle_batch)
         node.router.add("POST", "/v1/jobs/{job}/abort", self.handle_abort)
+        node.router.add("POST", "/v1/jobs/{job}/settle", self.handle_settle)
 
     async def close(self) -> None:
         if self._cluster is not None:
@@ -97,3 +98,7 @@ class TargetJobs:
     async def handle_abort(self, request: web.BaseRequest) -> web.Response:
         self.executor.abort(request["match"]["job"])
         return web.json_response({"aborted": True})
+
+    async def handle_settle(self, request: web.BaseRequest) -> web.Response:
+        await self.executor.settle(request["match"]["job"])
+        return web.json_response({"settled": True})

@@ -141,6 +141,9 @@ class FsBackend(ThreadedBackend):
                 offset += len(data)
                 left -= len(data)
                 yield data
+            # A rewrite in place while we read would have mixed two versions: refuse it.
+            if self.token(os.fstat(f.fileno())).etag != version.etag:
+                raise PreconditionFailed(f"fs://{bucket}/{name} changed while being read")
 
         return self.stream_blocking(version, chunks(), f.close, what)
 

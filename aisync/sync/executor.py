@@ -65,6 +65,7 @@ class BatchContext:
 @dataclass
 class ExecutorStats:
     actions: int = 0
+    transferred: int = 0  # objects fetched or copied and committed
     failed: int = 0
     bytes: int = 0
     repinned: int = 0  # objects that changed mid-copy and were copied at their newer version
@@ -78,6 +79,14 @@ class JobExecutor:
                                                          TokenBucket | None]] = \
             collections.OrderedDict()
         self._aborted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._running: dict[str, int] = {}  # batches in progress per job
+        self._settled = asyncio.Condition()
+
+    async def settle(self, job_id: str) -> None:
+        """Wait until no batch of ``job_id`` runs here (a resumed job's planner calls this
+        first, so it never re-plans an object a batch of the interrupted run is still copying)."""
+        async with self._settled:
+            await self._settled.wait_for(lambda: not self._running.get(job_id))
 
     def abort(self, job_id: str) -> None:
         self._aborted[job_id] = None
@@ -120,7 +129,15 @@ class JobExecutor:
                 self.stats.bytes += int(result.get("bytes", 0))
                 return result
 
-        return list(await asyncio.gather(*(one(a) for a in actions)))
+        self._running[job_id] = self._running.get(job_id, 0) + 1
+        try:
+            return list(await asyncio.gather(*(one(a) for a in actions)))
+        finally:
+            async with self._settled:
+                self._running[job_id] -= 1
+                if not self._running[job_id]:
+                    del self._running[job_id]
+                self._settled.notify_all()
 
     async def _run(self, action: dict[str, Any], ctx: BatchContext,
                    bandwidth: TokenBucket | None) -> dict[str, Any]:
@@ -165,6 +182,7 @@ class JobExecutor:
                     lambda t=token: self._copy_version(op, backend, bucket, name, t, ctx,
                                                        bandwidth),
                     attempts=ctx.retries)
+                self.stats.transferred += 1
                 return {"status": "done", "bytes": written, "size": written,
                         "version": version, "reason": reason}
             except PreconditionFailed:

@@ -115,6 +115,8 @@ class JobPorts(Protocol):
 
     async def abort_on_targets(self, job_id: str) -> None: ...
 
+    async def settle_on_targets(self, job_id: str) -> None: ...
+
     async def finished(self, job: dict[str, Any], spec: JobSpec, verified_at: datetime | None
                        ) -> None: ...
 
@@ -348,6 +350,8 @@ class _JobRun:
 
     async def _execute(self) -> datetime | None:
         spec = self.spec
+        if self.job.get("started_at"):  # resumed: let batches of the interrupted run finish
+            await self.ports.settle_on_targets(self.job_id)
         listing_started = _now()
         if spec.kind == "evict":
             await self._evict()
