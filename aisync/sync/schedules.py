@@ -142,7 +142,10 @@ class JobScheduler:
         if last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
         now = datetime.now(UTC)
-        due = spec.trigger().get_next_fire_time(None, last + timedelta(microseconds=1))
+        if spec.every is not None:
+            due = last + timedelta(seconds=spec.every)
+        else:
+            due = spec.trigger().get_next_fire_time(None, last + timedelta(microseconds=1))
         if due is None or due > now:
             return
         if (now - due).total_seconds() <= self.misfire_grace:
