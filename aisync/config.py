@@ -13,7 +13,6 @@ Owns: the shape of a node's configuration. May import: ``aisync.util`` only.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,26 +20,11 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from aisync.util.errors import ConfigError
+from aisync.util.units import parse_duration
 
 ENV_PREFIX = "AISYNC_"
 #: ``AISYNC_*`` variables that belong to tools (CLI, tests), not to a node's configuration.
 NOT_NODE_SETTINGS = frozenset({"CONFIG", "ENDPOINT", "CLUSTER_DIR", "SKIP_POSTGRES"})
-_DURATION_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from a number or a string like ``250ms``, ``10s``, ``5m``, ``2h``, ``1d``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '10s'")
-    if isinstance(value, int | float):
-        return float(value)
-    match = _DURATION_RE.match(str(value))
-    if not match:
-        raise ValueError(f"invalid duration {value!r}; use e.g. 500ms, 10s, 5m, 1h")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
@@ -124,6 +108,17 @@ class HttpSection(_Section):
     )
 
 
+class SyncSection(_Section):
+    misfire_grace: Duration = Field(
+        600.0, description="How late a schedule's run may start (missed while busy or while no "
+        "primary ran) and still run once; later, it is recorded as skipped.")
+    batches_in_flight: int = Field(
+        2, ge=1, le=64, description="Job batches the planner keeps in flight per target.")
+    keep_jobs: int = Field(
+        1000, ge=1, description="Finished job records (with their reports) kept in the "
+        "primary's catalog; older ones are pruned.")
+
+
 class LoggingSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = Field(
@@ -169,6 +164,7 @@ class NodeConfig(_Section):
     keepalive: KeepaliveSection = Field(default_factory=KeepaliveSection)
     storage: StorageSection = Field(default_factory=StorageSection)
     http: HttpSection = Field(default_factory=HttpSection)
+    sync: SyncSection = Field(default_factory=SyncSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
     @property

@@ -15,6 +15,7 @@ to the primary. Endpoints (JSON, see docs/api.md):
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from aisync.api.proxy import ProxyNode
 
 PAGE = 1000
+log = logging.getLogger("aisync.jobs")
 
 
 def _xxh3_token(entry: dict[str, Any]) -> VersionToken:
@@ -73,10 +75,16 @@ class ProxyJobs:
     # -- lifecycle (primary) --
     async def start(self) -> None:
         node = self.node
+        cfg = node.config.sync
         self.runner = JobRunner(node.catalog, self, node.run_blocking,
-                                Path(node.config.data_dir) / "job-spool")
+                                Path(node.config.data_dir) / "job-spool",
+                                in_flight_per_target=cfg.batches_in_flight)
+        pruned = await node.run_blocking(node.catalog.prune_jobs, cfg.keep_jobs)
+        if pruned:
+            log.info("pruned %d old job records", pruned)
         await self.runner.resume_unfinished()
-        self.scheduler = JobScheduler(self.runner, node.run_blocking)
+        self.scheduler = JobScheduler(self.runner, node.run_blocking,
+                                      misfire_grace=cfg.misfire_grace)
         bmap = node.state.bmap
         await self.scheduler.start(dict(bmap.schedules) if bmap else {})
         node.state.add_listener(self._on_maps)
