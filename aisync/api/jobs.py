@@ -239,7 +239,16 @@ class ProxyJobs:
 
     async def finished(self, job: dict[str, Any], spec: JobSpec,
                        verified_at: datetime | None) -> None:
-        bucket = self._bucket(spec.destination or spec.bucket).ref.uname
+        props = self._bucket(spec.destination or spec.bucket)
+        if (spec.kind == "evict" and not spec.prefix and not spec.keep_metadata
+                and not spec.dry_run and job["state"] == "succeeded"
+                and self.node.primary is not None):
+            # Like evicting a remote bucket in AIStore: the whole cached view goes, its
+            # registration too, unless --keep-metadata. The source is never touched.
+            log.info("job %s evicted all of %s: unregistering the bucket", job["id"], props.ref)
+            await self.node.primary.destroy_bucket(props.ref)
+            return
+        bucket = props.ref.uname
         fields: dict[str, Any] = {"last_job_id": job["id"], "last_job_state": job["state"]}
         if verified_at is not None:
             progress = job.get("progress") or {}

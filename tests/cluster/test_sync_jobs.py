@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from aisync.client import Client
-from aisync.util.errors import ObjectNotFound
+from aisync.util.errors import NotFound, ObjectNotFound
 from tests.backends.moto_server import CREDENTIALS, admin_client, running_moto
 from tests.harness import LocalCluster, http_json, wait_for
 
@@ -280,6 +280,16 @@ def test_copy_between_buckets_is_incremental_and_evict_drops_copies(
     assert evict["progress"]["evicted"] == 3, evict  # v/1, v/10, v/11
     assert not any(n.startswith("v/1") for n in cached_names(client, uri))
     assert (share / "v/1").exists()  # the source is untouched
+
+    kept = run_job(cluster, kind="evict", bucket=uri, keep_metadata=True)
+    assert kept["state"] == "succeeded" and cached_names(client, uri) == {}
+    assert client.bucket_info(uri)["name"] == uri.split("://")[1]  # still registered
+    run_job(cluster, kind="prefetch", bucket=uri, prefix="v/2")
+    gone = run_job(cluster, kind="evict", bucket=uri)  # whole bucket, no --keep-metadata
+    assert gone["state"] == "succeeded", gone
+    with pytest.raises(NotFound):
+        client.bucket_info(uri)
+    assert (share / "v/2").exists()
 
 
 def test_s3_versioned_sync_and_bad_jobs(cluster, client, moto):
