@@ -250,6 +250,8 @@ class ProxyJobs:
             return
         bucket = props.ref.uname
         fields: dict[str, Any] = {"last_job_id": job["id"], "last_job_state": job["state"]}
+        if spec.kind == "evict" and not spec.prefix and job["state"] == "succeeded":
+            fields.update(verified_at=None, job_id=None)  # the copies no longer match
         if verified_at is not None:
             progress = job.get("progress") or {}
             fields.update(verified_at=verified_at, job_id=job["id"],
@@ -265,7 +267,8 @@ class ProxyJobs:
             return None
         state = await self.node.run_blocking(self.node.catalog.get_sync_state, props.ref.uname)
         if state is None:
-            return {"verified_at": None, "lag_s": None, "job_id": None, "last_job_id": None}
+            return {"verified_at": None, "lag_s": None, "job_id": None, "last_job_id": None,
+                    "last_job_state": None}
         verified = state.get("verified_at")
         lag = None
         if verified:

@@ -139,8 +139,11 @@ class ProxyNode(NodeRuntime):
         url = f"{cmap.primary_node.url}{request.path_qs}"
         body = await request.read()
         try:
+            # Long polls (?wait=, up to 60 s) ride on this too: allow them their time.
+            timeout = aiohttp.ClientTimeout(total=self.config.http.client_timeout + 90)
             async with self.session.request(request.method, url, data=body or None,
-                                            headers={"Content-Type": request.content_type}) as up:
+                                            headers={"Content-Type": request.content_type},
+                                            timeout=timeout) as up:
                 payload = await up.read()
                 return web.Response(status=up.status, body=payload,
                                     content_type=up.content_type if payload else None)

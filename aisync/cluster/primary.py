@@ -29,8 +29,8 @@ from aisync.util.errors import (
     AlreadyExists,
     BucketAlreadyExists,
     BucketNotFound,
-    InvalidArgument,
     ScheduleNotFound,
+    describe_validation,
 )
 from aisync.util.names import BucketRef
 
@@ -178,7 +178,7 @@ class Primary:
             try:
                 props = BucketProps.model_validate({**props.model_dump(), **changes})
             except ValueError as exc:
-                raise InvalidArgument(f"invalid bucket properties: {exc}") from None
+                raise describe_validation(exc, "invalid bucket properties") from None
             await self._publish(bmap=bmap.with_bucket(props))
             return props
 

@@ -49,7 +49,7 @@ from aisync.backends.base import ListEntry, VersionToken
 from aisync.catalog import Catalog
 from aisync.sync.diff import Change, DeleteSpool, MaxDelete, decide_deletes, merge_diff
 from aisync.sync.limits import backoff_delays, is_transient
-from aisync.util.errors import AisyncError, InvalidArgument
+from aisync.util.errors import AisyncError, describe_validation
 
 log = logging.getLogger("aisync.jobs")
 
@@ -526,6 +526,7 @@ class _JobRun:
         async with self._room:
             self._advance()
             self._room.notify_all()
+        await self._maybe_save()  # progress visible while batches complete
 
     async def _execute_with_retries(self, target: str, batch) -> list[dict[str, Any]]:
         """Send a batch; when its target is unreachable, retry with backoff, re-resolving each
@@ -578,11 +579,4 @@ def parse_spec(body: dict[str, Any]) -> JobSpec:
     try:
         return JobSpec.model_validate(body)
     except ValueError as exc:
-        errors = getattr(exc, "errors", None)
-        if callable(errors):
-            parts = []
-            for err in errors():
-                where = ".".join(str(p) for p in err.get("loc", ())) or "job"
-                parts.append(f"{where}: {err.get('msg')}")
-            raise InvalidArgument("invalid job: " + "; ".join(parts)) from None
-        raise InvalidArgument(f"invalid job: {exc}") from None
+        raise describe_validation(exc, "invalid job") from None

@@ -25,7 +25,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aisync.sync.jobs import JobRunner, JobSpec
-from aisync.util.errors import InvalidArgument
+from aisync.util.errors import describe_validation
 from aisync.util.units import parse_duration
 
 log = logging.getLogger("aisync.schedules")
@@ -74,12 +74,7 @@ def parse_schedule(body: dict[str, Any]) -> ScheduleSpec:
     try:
         return ScheduleSpec.model_validate(body)
     except ValueError as exc:
-        errors = getattr(exc, "errors", None)
-        if callable(errors):
-            parts = [f"{'.'.join(str(p) for p in e.get('loc', ())) or 'schedule'}: "
-                     f"{e.get('msg')}" for e in errors()]
-            raise InvalidArgument("invalid schedule: " + "; ".join(parts)) from None
-        raise InvalidArgument(f"invalid schedule: {exc}") from None
+        raise describe_validation(exc, "invalid schedule") from None
 
 
 class JobScheduler:

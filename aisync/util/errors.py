@@ -190,3 +190,16 @@ def error_from_dict(status: int, body: dict[str, object]) -> AisyncError:
     if cls is AisyncError:
         err.code, err.status = code or "HTTPError", status
     return err
+
+
+def describe_validation(exc: ValueError, what: str) -> InvalidArgument:
+    """One readable line from a pydantic ``ValidationError`` (``field: message; ...``)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return InvalidArgument(f"{what}: {exc}")
+    parts = []
+    for err in errors():
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {message}" if where else message)
+    return InvalidArgument(f"{what}: " + "; ".join(parts))
