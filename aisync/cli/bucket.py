@@ -1,6 +1,8 @@
-"""``aisync bucket create|ls|show|rm``."""
+"""``aisync bucket create|ls|show|props|rm``, and the time formatting the job commands share."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import click
 
@@ -14,16 +16,62 @@ from aisync.cli.common import (
     state_of,
     stdin_is_tty,
 )
+from aisync.util.names import BucketRef
+
+
+def format_duration(seconds: float | None) -> str:
+    """``192.4`` → ``3m12s``; under a minute with one decimal (``4.2s``)."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s".replace(".0s", "s")
+    total = int(round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts)
+
+
+def format_time(iso: str | None) -> str:
+    """An ISO timestamp of the API in local time (``2026-11-28 15:33:21``)."""
+    if not iso:
+        return "-"
+    try:
+        when = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def describe_freshness(fresh: dict | None) -> str:
+    """The freshness watermark of a cached bucket, in one sentence."""
+    if not fresh:
+        return "never verified"
+    if fresh.get("verified_at"):
+        text = (f"in sync with the source as of {format_time(fresh['verified_at'])} "
+                f"(lag {format_duration(fresh.get('lag_s'))})")
+        if fresh.get("job_id"):
+            text += f", verified by job {fresh['job_id']}"
+    else:
+        text = "never verified"
+    if fresh.get("last_job_id"):
+        text += f"; last job {fresh['last_job_id']} {fresh.get('last_job_state') or 'unknown'}"
+    return text
 
 
 @click.group()
 def bucket() -> None:
-    """Create, list, inspect and destroy buckets.
+    """Create, list, inspect, configure and destroy buckets.
 
     \b
     Example:
       aisync bucket create ais://train
       aisync bucket ls
+      aisync bucket props s3://datasets consistency=validate
     """
 
 
@@ -115,17 +163,73 @@ def show(ctx: click.Context, uri: str, as_json: bool) -> None:
     if as_json:
         echo_json(info)
         return
+    _print_props(ref, info)
+
+
+def _print_props(ref: BucketRef, info: dict) -> None:
+    """``key: value`` lines; for a cached bucket, its freshness watermark in words."""
     rows = [("bucket", str(ref))]
     for key in sorted(info):
-        if key in ("name", "provider"):
+        if key in ("name", "provider") or (key == "freshness" and info[key] is None):
             continue
         value = info[key]
         if key == "bytes":
             value = f"{value} ({human_bytes(value)})"
+        elif key == "freshness":
+            value = describe_freshness(value)
+        elif key == "max_staleness" and value is not None:
+            value = format_duration(value)
         rows.append((key, "-" if value in (None, "") else str(value)))
     width = max(len(k) for k, _ in rows) + 1
     for key, value in rows:
         click.echo(f"{key + ':':<{width}} {value}")
+
+
+@bucket.command()
+@click.argument("uri")
+@click.argument("changes", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--json", "as_json", is_flag=True, help="Print the properties as JSON.")
+@click.pass_context
+def props(ctx: click.Context, uri: str, changes: tuple[str, ...], as_json: bool) -> None:
+    """Show or change a cached bucket's properties, then print them.
+
+    \b
+    consistency=none|validate|synchronize
+        none: serve cached copies as they are; validate: ask the source on every
+        read and re-fetch changed objects; synchronize: also drop copies the source
+        deleted
+    max_staleness=DURATION|none
+        with validate/synchronize, serve a copy checked within this long without
+        asking the source again (e.g. 30s, 5m); none: always ask
+
+    \b
+    Examples:
+      aisync bucket props s3://datasets consistency=validate max_staleness=5m
+      aisync bucket props s3://datasets max_staleness=none
+      aisync bucket props s3://datasets
+    """
+    ref = bucket_arg(uri)
+    body: dict[str, object] = {}
+    for change in changes:
+        key, sep, value = change.partition("=")
+        key, value = key.strip().replace("-", "_"), value.strip()
+        if not sep or not key:
+            raise UsageFailure(f"expected KEY=VALUE, got {change!r} "
+                               "(e.g. consistency=validate)")
+        body[key] = None if key == "max_staleness" and value.lower() in ("none", "null", "") \
+            else value
+
+    async def go() -> dict:
+        async with state_of(ctx).client() as client:
+            if body:
+                return await client.set_bucket_props(ref, **body)
+            return await client.bucket_info(ref)
+
+    info = run(go())
+    if as_json:
+        echo_json(info)
+        return
+    _print_props(ref, info)
 
 
 @bucket.command()

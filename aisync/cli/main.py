@@ -19,8 +19,10 @@ from aisync.cli.bucket import bucket
 from aisync.cli.cluster import cluster
 from aisync.cli.common import DEFAULT_ENDPOINT, CliError, CliState, UsageFailure, describe_oserror
 from aisync.cli.demo import demo
+from aisync.cli.jobs import job
 from aisync.cli.node import node
 from aisync.cli.objects import object_group
+from aisync.cli.schedules import schedule
 from aisync.util.errors import AisyncError, ConfigError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -74,6 +76,7 @@ def cli(ctx: click.Context, endpoint: str | None, verbose: int) -> None:
       aisync bucket create ais://train
       aisync object put ./data ais://train/data/ --recursive
       aisync object ls ais://train/data/
+      aisync job start prefetch s3://datasets --prefix train/
     """
     ctx.obj = CliState(endpoint_option=endpoint, verbose=verbose)
 
@@ -83,6 +86,8 @@ cli.add_command(demo)
 cli.add_command(cluster)
 cli.add_command(bucket)
 cli.add_command(object_group)
+cli.add_command(job)
+cli.add_command(schedule)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,13 @@ import aiohttp
 from yarl import URL
 
 from aisync.client.body import BodySource, BytesBody, Progress, make_body
-from aisync.client.types import ObjectEntry, ObjectInfo, ObjectPage, range_header
+from aisync.client.jobs import JobsMixin
+from aisync.client.types import (
+    ObjectEntry,
+    ObjectInfo,
+    ObjectPage,
+    range_header,
+)
 from aisync.util.errors import (
     AisyncError,
     InvalidArgument,
@@ -109,7 +115,7 @@ class ObjectReader:
         self._response.release()
 
 
-class AsyncClient:
+class AsyncClient(JobsMixin):
     """Asynchronous client of one aisync cluster (any proxy's URL as ``endpoint``).
 
     ``timeout`` bounds connecting and every wait for data, not the length of a transfer.
@@ -321,6 +327,14 @@ class AsyncClient:
         await self._json("DELETE", self._bucket_path(ref), self._bucket_params(ref),
                          label=str(ref))
 
+    async def set_bucket_props(self, bucket: BucketLike, **props: Any) -> dict:
+        """Change a cached bucket's properties and return them all: ``consistency``
+        (``none|validate|synchronize``) and ``max_staleness`` (seconds or ``"5m"``; ``None``
+        clears it)."""
+        ref = as_bucket(bucket)
+        return await self._json("PATCH", self._bucket_path(ref), self._bucket_params(ref),
+                                label=str(ref), payload=dict(props)) or {}
+
     async def list_objects(self, bucket: BucketLike, prefix: str = "", limit: int | None = None,
                            token: str | None = None, *, cached: bool = False) -> ObjectPage:
         """One page of the bucket listing, in key order. For a cached bucket it merges the
@@ -351,6 +365,16 @@ class AsyncClient:
             if not page.next_token or page.next_token == token:
                 return
             token = page.next_token
+
+    async def metrics(self) -> str:
+        """The cluster's Prometheus metrics (text exposition format)."""
+        resp = await self._open("GET", self._url("/v1/metrics"), label="metrics")
+        try:
+            return await resp.text()
+        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise NodeUnavailable(f"{self.endpoint}: connection lost: {_describe(exc)}") from exc
+        finally:
+            resp.release()
 
     # -- objects -----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, BinaryIO, TypeVar
 
@@ -135,6 +135,68 @@ class Client:
             if not page.next_token or page.next_token == token:
                 return
             token = page.next_token
+
+    def set_bucket_props(self, bucket: BucketLike, **props: Any) -> dict:
+        """See :meth:`AsyncClient.set_bucket_props` (``consistency``, ``max_staleness``)."""
+        return self._call(self._async.set_bucket_props(bucket, **props))
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def start_job(self, spec: Mapping[str, Any] | None = None, **fields: Any) -> dict:
+        """See :meth:`AsyncClient.start_job`:
+        ``c.start_job(kind="prefetch", bucket="s3://datasets", prefix="train/")``."""
+        return self._call(self._async.start_job(spec, **fields))
+
+    def list_jobs(self, states: str | Iterable[str] | None = None,
+                  limit: int = 100) -> list[dict]:
+        return self._call(self._async.list_jobs(states, limit))
+
+    def get_job(self, job_id: str, wait: float = 0) -> dict:
+        return self._call(self._async.get_job(job_id, wait))
+
+    def wait_job(self, job_id: str, timeout: float | None = None, poll: float = 20,
+                 on_progress: Callable[[dict], Any] | None = None) -> dict:
+        """The finished job, or the job as it is after ``timeout`` seconds (check ``state``).
+        ``on_progress(job)`` runs on the client's loop thread."""
+        return self._call(self._async.wait_job(job_id, timeout, poll, on_progress))
+
+    def abort_job(self, job_id: str) -> dict:
+        return self._call(self._async.abort_job(job_id))
+
+    def get_job_report(self, job_id: str, actions: str | Iterable[str] | None = None,
+                       after: str | None = None, limit: int | None = None) -> dict:
+        return self._call(self._async.get_job_report(job_id, actions, after, limit))
+
+    def iter_job_report(self, job_id: str, actions: str | Iterable[str] | None = None,
+                        page_size: int = 1000) -> Iterator[dict]:
+        """Every report entry of a job, fetching one page at a time."""
+        after: str | None = None
+        while True:
+            page = self.get_job_report(job_id, actions, after, page_size)
+            yield from page.get("entries") or []
+            token = page.get("next_token")
+            if not token or token == after:
+                return
+            after = token
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    def add_schedule(self, name: str, *, job: Mapping[str, Any], cron: str | None = None,
+                     every: str | float | None = None, replace: bool = False) -> dict:
+        return self._call(self._async.add_schedule(name, job=job, cron=cron, every=every,
+                                                   replace=replace))
+
+    def list_schedules(self) -> list[dict]:
+        return self._call(self._async.list_schedules())
+
+    def get_schedule(self, name: str) -> dict:
+        return self._call(self._async.get_schedule(name))
+
+    def remove_schedule(self, name: str) -> None:
+        return self._call(self._async.remove_schedule(name))
+
+    def metrics(self) -> str:
+        return self._call(self._async.metrics())
 
     # -- objects -----------------------------------------------------------------------------
 

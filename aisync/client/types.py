@@ -1,7 +1,7 @@
 """Plain value types returned by the SDK, and the small parsers that build them.
 
 Owns: ``ObjectEntry``, ``ObjectInfo``, ``ObjectPage`` and turning HTTP headers or JSON documents
-into them. May import: the standard library and ``aisync.util``.
+into them; the job-spec and job-path helpers of the job endpoints. May import: the standard library and ``aisync.util``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
 
-from aisync.util.errors import InvalidRange
+from aisync.util.errors import InvalidArgument, InvalidRange
+from aisync.util.names import BucketRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,30 @@ class ObjectPage:
         objects = [ObjectEntry.from_dict(o) for o in raw]  # type: ignore[union-attr]
         token = doc.get("next_token")
         return cls(objects=objects, next_token=str(token) if token else None)
+
+
+#: A job in one of these states never runs again.
+JOB_FINAL_STATES = frozenset({"succeeded", "failed", "aborted"})
+
+
+def job_spec(spec: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """A job spec for the API: ``spec`` updated by ``fields``, ``None`` values left out, bucket
+    references as URIs."""
+    body = {k: v for k, v in {**(spec or {}), **fields}.items() if v is not None}
+    for key in ("bucket", "destination"):
+        if isinstance(body.get(key), BucketRef):
+            body[key] = str(body[key])
+    return body
+
+
+def job_path(job_id: str, suffix: str = "") -> str:
+    if not job_id:
+        raise InvalidArgument("empty job id")
+    return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def seconds_param(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def range_header(byte_range: tuple[int, int | None]) -> str:
