@@ -57,6 +57,7 @@ class VersionToken:
     version_id: str | None = None
     last_modified: float | None = None
     md5: str | None = None
+    crc32: str | None = None
     crc32c: str | None = None
     sha256: str | None = None
 
@@ -96,14 +97,20 @@ class Capabilities:
     conditional_get: bool = False      # ``if_version`` enforced by the server itself
     conditional_put: bool = False      # ``if_match`` on put enforced by the server
     server_side_copy: bool = False     # ``copy`` is implemented
-    checksums: frozenset[str] = field(default_factory=frozenset)  # md5, crc32c, sha256
+    checksums: frozenset[str] = field(default_factory=frozenset)  # md5, crc32, crc32c, sha256
     max_page: int = 1000               # largest ``limit`` honoured by ``list_page``
 
 
 class ObjectStream(abc.ABC):
-    """An open object: ``version`` is known now; iterate for the bytes; always ``close``."""
+    """An open object: ``version`` is known now; iterate for the bytes; always ``close``.
+
+    ``self_verifying`` is True when the stream itself checks the whole object against a
+    checksum the source sent (an SDK validating a full-object CRC as it reads): iteration then
+    raises instead of ending normally when the bytes do not match, so callers need not hash.
+    """
 
     version: VersionToken
+    self_verifying: bool = False
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[bytes]: ...
@@ -204,8 +211,11 @@ class ThreadedBackend(Backend):
             raise err from exc
 
     def stream_blocking(self, version: VersionToken, chunks: Iterator[bytes],
-                        closer: Callable[[], None], what: str) -> ObjectStream:
-        return _ThreadedStream(self, version, chunks, closer, what)
+                        closer: Callable[[], None], what: str, *,
+                        self_verifying: bool = False) -> ObjectStream:
+        stream = _ThreadedStream(self, version, chunks, closer, what)
+        stream.self_verifying = self_verifying
+        return stream
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

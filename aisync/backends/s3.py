@@ -8,9 +8,9 @@ answers into :class:`VersionToken` records, multipart uploads and copies, and th
   ``last_modified`` from ``LastModified`` (epoch seconds). ``md5`` is the ETag only when that is a
   plain 32-hex digest and the object is not SSE-KMS / SSE-C encrypted: multipart ETags
   (``<hex>-<parts>``) are never MD5s. A profile may set ``etag_is_md5: false`` for endpoints whose
-  plain ETags are not MD5s either. ``sha256`` / ``crc32c`` come from ``ChecksumSHA256`` /
-  ``ChecksumCRC32C`` when the server sends full-object values (``head`` asks for them with
-  ``ChecksumMode=ENABLED``); composite multipart checksums (``...-N``) are ignored. Listings carry
+  plain ETags are not MD5s either. ``sha256`` / ``crc32c`` / ``crc32`` come from
+  ``ChecksumSHA256`` / ``ChecksumCRC32C`` / ``ChecksumCRC32`` when the server sends full-object
+  values (``head`` asks for them with ``ChecksumMode=ENABLED``); composite multipart checksums (``...-N``) are ignored. Listings carry
   no version ids (ListObjectsV2 has none).
 * **Pinned reads** (``open(if_version=...)``): a GET of the *current* object with ``If-Match`` on the
   token's ETag (the server enforces it: 412 -> ``PreconditionFailed``); when the token also has a
@@ -63,6 +63,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.httpchecksum import StreamingChecksumBody
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from aisync.backends.base import (
@@ -348,6 +349,7 @@ class S3Backend(ThreadedBackend):
         return VersionToken(size=size, etag=etag,
                             version_id=_version_id(response.get("VersionId")),
                             last_modified=_epoch(response.get("LastModified")), md5=md5,
+                            crc32=_checksum(response.get("ChecksumCRC32")),
                             crc32c=_checksum(response.get("ChecksumCRC32C")),
                             sha256=_checksum(response.get("ChecksumSHA256")))
 
@@ -510,7 +512,10 @@ class S3Backend(ThreadedBackend):
 
         body, version = await self.call(_open, what=what)
         chunks: Iterator[bytes] = body.iter_chunks(CHUNK)
-        return self.stream_blocking(version, chunks, body.close, what)
+        # botocore checks a full-object CRC/SHA the server sent while the body streams (and
+        # raises at its end on a mismatch): such a stream needs no second hash by the caller.
+        verifying = isinstance(body, StreamingChecksumBody) and byte_range is None
+        return self.stream_blocking(version, chunks, body.close, what, self_verifying=verifying)
 
     async def put(self, bucket: str, name: str, path: Path, *,
                   content_type: str | None = None) -> VersionToken:

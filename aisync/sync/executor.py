@@ -207,7 +207,8 @@ class JobExecutor:
             stream = await backend.open(bucket, name, if_version=token)
             async with stream:
                 version = stream.version
-                md5 = hashlib.md5(usedforsecurity=False) if version.md5 else None
+                md5 = hashlib.md5(usedforsecurity=False) \
+                    if version.md5 and not stream.self_verifying else None
                 received = 0
                 async for chunk in stream:
                     if bandwidth is not None:

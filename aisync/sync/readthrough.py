@@ -2,8 +2,9 @@
 
 A cold GET starts one :class:`ColdFetch`: a task that opens the backend stream, writes every
 chunk into an :class:`~aisync.storage.objects.ObjectWriter` temp file, verifies the result
-(size against the source's token; MD5 too when the source reports one), and commits it with the
-source's version token. Readers never wait for the end: each follows the temp file as it grows
+(size against the source's token; and MD5 when the source reports one, unless the stream itself
+checks a full-object checksum the source sent, as botocore does with S3's CRC32), and commits
+it with the source's version token. Readers never wait for the end: each follows the temp file as it grows
 (``wait_for``), so the first bytes reach the first client while the fetch is still running, and
 every concurrent reader of the same object shares the same single backend GET.
 
@@ -222,8 +223,10 @@ class ColdFetch:
                 await self._notify()
                 # Verification runs on what is received (not on what reached the disk), so
                 # clients are released at the source's pace; the disk write and commit follow.
+                # A stream that checks the source's own full-object checksum as it reads needs no
+                # second hash here (its iteration raises on a mismatch); otherwise MD5 it.
                 md5 = OrderedHasher(hashlib.md5(usedforsecurity=False), self.store._io) \
-                    if version.md5 else None
+                    if version.md5 and not stream.self_verifying else None
                 queue: asyncio.Queue[bytes | None] = asyncio.Queue()
                 drain = asyncio.create_task(self._drain(writer, queue))
                 try:
@@ -248,7 +251,7 @@ class ColdFetch:
                         raise BackendError(f"{what}: short read (received {self.received} of "
                                            f"{version.size} bytes)")
                     digest = await md5.hexdigest() if md5 is not None else None
-                    if version.md5 and digest != version.md5:
+                    if digest is not None and digest != version.md5:
                         raise ChecksumMismatch(f"{what}: MD5 of the bytes read ({digest}) differs "
                                                f"from the source's ({version.md5})")
                     self.verified = True

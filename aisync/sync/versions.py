@@ -9,10 +9,10 @@ human-readable reason. The rules, applied in this order (the first that fires wi
 1. ``cached`` is None (nothing cached, or the cached copy records no source token):
    ``CHANGED("not cached")``.
 2. The sizes differ: ``CHANGED("size <cached> -> <source>")``.
-3. For each field, in the order ``version_id``, ``etag``, ``md5``, ``crc32c``, ``sha256``, that
+3. For each field, in the order ``version_id``, ``etag``, ``md5``, ``crc32``, ``crc32c``, ``sha256``, that
    *both* sides carry: if the values differ, ``CHANGED`` with a reason naming the field. A new
    version id means a new version even when the bytes happen to match.
-4. If any *content* field (``etag``, ``md5``, ``crc32c``, ``sha256``) is present on both sides
+4. If any *content* field (``etag``, ``md5``, ``crc32``, ``crc32c``, ``sha256``) is present on both sides
    and equal: ``SAME``, with a reason naming the proof(s), e.g. ``"md5 equal"``.
 5. Otherwise ``UNKNOWN("only size/version-id/last-modified agree: not proof")``.
 
@@ -22,7 +22,7 @@ Normalization and what never counts:
 * ETags are compared without surrounding double quotes (and a weak ``W/`` prefix); an ETag that
   is hex, optionally with a multipart ``-<n>`` suffix, is compared case-insensitively; any other
   ETag (Azure's ``0x8D...``, opaque provider strings) is compared exactly.
-* Checksums (``md5``, ``crc32c``, ``sha256``) are compared case-insensitively.
+* Checksums (``md5``, ``crc32``, ``crc32c``, ``sha256``) are compared case-insensitively.
 * Fields are only ever compared with the same field: an ETag is never compared with an MD5. A
   multipart ETag (``<hex>-<n>``) is not the MD5 of the object, and even a single-part ETag is
   only an MD5 by provider convention (SSE-KMS objects break it), so it is not used as one.
@@ -47,7 +47,7 @@ from aisync.backends.base import VersionToken
 
 _HEX_ETAG = re.compile(r"[0-9a-fA-F]+(?:-[0-9]+)?")
 #: Fields whose equality proves the bytes are the same.
-CONTENT_FIELDS = ("etag", "md5", "crc32c", "sha256")
+CONTENT_FIELDS = ("etag", "md5", "crc32", "crc32c", "sha256")
 #: Fields compared for differences, in the order the reasons report them.
 COMPARED_FIELDS = ("version_id", *CONTENT_FIELDS)
 

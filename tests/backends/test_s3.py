@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import socket
+import zlib
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -142,6 +143,21 @@ async def test_server_checksums_are_reported(backend, admin, plain_bucket):
     token = await backend.head(plain_bucket, "c")
     assert token.sha256 == hashlib.sha256(data).hexdigest()
     assert token.md5 == hashlib.md5(data).hexdigest()
+
+
+async def test_a_crc32_checked_read_is_self_verifying(backend, admin, plain_bucket):
+    """boto3 uploads with a CRC32 by default; a whole-object GET then carries it and botocore
+    checks it while streaming, so the stream says it verifies itself (a ranged read does not)."""
+    data = os.urandom(70_000)
+    admin.put_object(Bucket=plain_bucket, Key="crc", Body=data, ChecksumAlgorithm="CRC32")
+    token = await backend.head(plain_bucket, "crc")
+    assert token.crc32 == format(zlib.crc32(data), "08x")
+    async with await backend.open(plain_bucket, "crc") as stream:
+        assert stream.self_verifying and stream.version.crc32 == token.crc32
+        assert b"".join([c async for c in stream]) == data
+    async with await backend.open(plain_bucket, "crc", byte_range=(0, 9)) as stream:
+        assert not stream.self_verifying
+        assert b"".join([c async for c in stream]) == data[:10]
 
 
 # -- pinned reads --

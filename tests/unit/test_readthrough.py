@@ -11,7 +11,7 @@ from aisync.backends.base import Backend, ObjectStream
 from aisync.backends.fs import FsBackend
 from aisync.storage.objects import ObjectStore
 from aisync.sync.readthrough import ReadThrough
-from aisync.util.errors import BackendError, ObjectNotFound
+from aisync.util.errors import BackendError, ChecksumMismatch, ObjectNotFound
 
 
 @pytest.fixture
@@ -216,3 +216,55 @@ async def test_the_in_memory_window_stays_bounded(env):
     await fetch.task
     assert bytes(out) == data
     assert peak <= limit + 1024 * 1024  # the limit plus the one chunk that crossed it
+
+
+class SelfCheckingStream(ObjectStream):
+    """A stream that checks a source checksum itself, as botocore does with S3's CRC32, and
+    (here) finds a mismatch at its end: it raises instead of ending."""
+
+    self_verifying = True
+
+    def __init__(self, inner: ObjectStream) -> None:
+        from dataclasses import replace
+
+        self.inner = inner
+        self.version = replace(inner.version, md5="0" * 32)  # would fail if MD5 were checked
+
+    async def __aiter__(self):
+        async for chunk in self.inner:
+            yield chunk
+        if self.fail:
+            raise ChecksumMismatch("crc32 of the body differs from the source's")
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_a_self_verifying_stream_is_trusted_and_its_failure_caches_nothing(
+        env, tmp_path, fail):
+    store, _, share = env
+    data = os.urandom(2 * 1024 * 1024 + 7)
+    (share / "obj").write_bytes(data)
+
+    class CheckingBackend(FsBackend):
+        async def open(self, bucket, name, **kwargs) -> ObjectStream:
+            stream = SelfCheckingStream(await super().open(bucket, name, **kwargs))
+            stream.fail = fail
+            return stream
+
+    backend = CheckingBackend({"src": share})
+    fetch = ReadThrough(store).fetch(backend, "src", "fs/src", "obj")
+    if fail:
+        sent = 0
+        with pytest.raises(ChecksumMismatch):
+            async with fetch.reader():
+                while (sendable := await fetch.wait_sendable(sent)) > sent:
+                    sent = sendable
+        assert sent < len(data)
+        assert await store.list_page("fs/src") == []
+    else:  # no MD5 of our own: the bogus MD5 in the token is never compared
+        assert await read_via(fetch) == data
+        await fetch.task
+        assert [e.name for e in await store.list_page("fs/src")] == ["obj"]
+    await backend.close()
