@@ -121,8 +121,12 @@ class Router:
                 return exc  # redirects raised by handlers
             return error_response(request, exc.status, "HTTPError", exc.reason)
         except (ConnectionResetError, TimeoutError) as exc:
+            # The client (or the peer a body was relayed from) went away mid-request: nothing
+            # to answer. A response on a closed transport is dropped quietly by aiohttp.
             log.info("client went away: %s %s (%s)", request.method, request.path, exc)
-            raise
+            if request.transport is not None:
+                request.transport.close()
+            return error_response(request, 400, "IncompleteBody", "the client went away")
         except Exception:
             log.exception("unhandled error in %s %s", request.method, request.path)
             return error_response(request, 500, "InternalError",

@@ -45,8 +45,9 @@ class TokenBucket:
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: throttling, unavailable backends or nodes, broken connections."""
     if isinstance(exc, AisyncError):
-        return bool(getattr(exc, "transient", False)) or exc.status in (502, 503, 504) \
-            and exc.code in ("NodeUnavailable", "Throttled", "BackendUnavailable")
+        if getattr(exc, "transient", False):
+            return True
+        return exc.code in ("NodeUnavailable", "Throttled", "BackendUnavailable", "NoActiveTargets")
     return isinstance(exc, ConnectionError | TimeoutError)
 
 

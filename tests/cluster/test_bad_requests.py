@@ -72,7 +72,7 @@ def test_unknown_routes_and_methods(cluster, bucket):
     assert "/v1/nothing-here" in body["message"]
     status, body = raw(cluster, "POST", f"/v1/objects/{bucket}/x")
     assert (status, body["code"]) == (405, "MethodNotAllowed")
-    status, body = raw(cluster, "PATCH", f"/v1/buckets/{bucket}")
+    status, body = raw(cluster, "POST", f"/v1/buckets/{bucket}")
     assert status == 405
 
 
