@@ -8,6 +8,7 @@ body (for HEAD, the code travels in the ``X-Aisync-Error-Code`` header). The rou
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 from email.utils import formatdate
@@ -115,6 +116,8 @@ def object_headers(meta: ObjectMetadata) -> dict[str, str]:
             headers["Last-Modified"] = http_date(int(meta.source["last_modified"]))
         if meta.source.get("version_id"):
             headers["X-Aisync-Source-Version"] = str(meta.source["version_id"])
+        # the whole token: what a peer cluster compares before it reads this copy
+        headers["X-Aisync-Source-Token"] = json.dumps(meta.source, separators=(",", ":"))
     return headers
 
 

@@ -407,7 +407,13 @@ class ProxyJobs:
         lines += ["# HELP aisync_on_access_total On-access consistency events, all targets.",
                   "# TYPE aisync_on_access_total counter"]
         for key, value in sorted(counters.items()):
-            lines.append(f'aisync_on_access_total{{event="{key}"}} {value}')
+            if key.startswith("on_access:"):
+                lines.append(f'aisync_on_access_total{{event="{key[10:]}"}} {value}')
+        lines += ["# HELP aisync_peer_reads_total Peer-first reads and bytes by origin.",
+                  "# TYPE aisync_peer_reads_total counter"]
+        for key, value in sorted(counters.items()):
+            if key.startswith("peers:"):
+                lines.append(f'aisync_peer_reads_total{{event="{key[6:]}"}} {value}')
         return web.Response(text="\n".join(lines) + "\n",
                             content_type="text/plain", charset="utf-8")
 
@@ -418,6 +424,7 @@ class ProxyJobs:
         except AisyncError:
             return totals
         for status in statuses:
-            for key, value in (status.get("on_access") or {}).items():
-                totals[key] = totals.get(key, 0) + int(value)
+            for section in ("on_access", "peers"):
+                for key, value in (status.get(section) or {}).items():
+                    totals[f"{section}:{key}"] = totals.get(f"{section}:{key}", 0) + int(value)
         return totals

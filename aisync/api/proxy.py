@@ -25,15 +25,16 @@ from aisync.api.common import (
 )
 from aisync.api.jobs import ProxyJobs
 from aisync.api.relay import relay
+from aisync.api.remotes import ProxyRemotes
 from aisync.api.runtime import NodeRuntime
 from aisync.cluster.maps import BucketProps, NodeInfo
 from aisync.cluster.primary import Primary
 from aisync.util.errors import (
     AisyncError,
+    BucketAlreadyExists,
     InvalidArgument,
     NodeUnavailable,
     NotPrimary,
-    NotSupported,
 )
 from aisync.util.names import BucketRef, validate_prefix
 from aisync.util.units import parse_duration
@@ -63,6 +64,7 @@ class ProxyNode(NodeRuntime):
         r.add("POST", "/v1/cluster/join", self.handle_join)
         r.add("PATCH", "/v1/buckets/{bucket}", self.handle_bucket_props)
         self.jobs = ProxyJobs(self)
+        self.remotes = ProxyRemotes(self)
 
     @property
     def is_primary(self) -> bool:
@@ -86,6 +88,11 @@ class ProxyNode(NodeRuntime):
         return self.joined.is_set() and cmap is not None and bool(cmap.active_targets)
 
     # -- helpers --
+    async def _remote_bucket(self, request: web.BaseRequest) -> None:
+        """``ais://@alias/name`` of an attached remote is registered on first use."""
+        if request.query_string and "namespace" in request.query:
+            await self.remotes.ensure_bucket(bucket_ref(request))
+
     def _owner(self, request: web.BaseRequest) -> NodeInfo:
         ref, _ = self.known_bucket(request)
         name = object_name(request)
@@ -106,12 +113,14 @@ class ProxyNode(NodeRuntime):
 
         In reverse mode it returns None and the router lets the body flow (100 Continue).
         """
+        await self._remote_bucket(request)
         owner = self._owner(request)
         if self._mode(request) == "redirect":
             return web.Response(status=307, headers={"Location": f"{owner.url}{request.path_qs}"})
         return None
 
     async def handle_object(self, request: web.BaseRequest) -> web.StreamResponse:
+        await self._remote_bucket(request)
         owner = self._owner(request)
         if self._mode(request) == "redirect":
             raise web.HTTPTemporaryRedirect(location=f"{owner.url}{request.path_qs}")
@@ -129,6 +138,7 @@ class ProxyNode(NodeRuntime):
         return web.json_response({"buckets": buckets, "version": bmap.version if bmap else 0})
 
     async def handle_head_bucket(self, request: web.BaseRequest) -> web.Response:
+        await self._remote_bucket(request)
         self.known_bucket(request)
         return web.Response(status=200)
 
@@ -155,10 +165,16 @@ class ProxyNode(NodeRuntime):
         """Create ``ais://`` buckets, or cached views of a source (body: profile, settings,
         source). A source is checked (reachable, bucket exists, credentials work) first."""
         ref = bucket_ref(request)
-        if ref.namespace:
-            raise NotSupported(f"{ref}: buckets of peer clusters arrive with cluster peering")
         if not self.is_primary:
             return await self._forward_to_primary(request)
+        if ref.namespace:  # a bucket of an attached remote cluster
+            if ref.provider != "ais":
+                raise InvalidArgument(f"{ref}: only ais:// buckets live in remote clusters")
+            if self.state.bmap is not None and self.state.bmap.get(ref) is not None:
+                raise BucketAlreadyExists(f"bucket {ref} already exists")
+            props = await self.remotes.ensure_bucket(ref)
+            assert props is not None
+            return web.json_response(props.model_dump(), status=201)
         assert self.primary is not None
         body = await json_object(request, "bucket properties", required=False)
         unknown = set(body) - {"profile", "settings", "source"}
@@ -177,18 +193,28 @@ class ProxyNode(NodeRuntime):
         return web.json_response(props.model_dump(), status=201)
 
     async def handle_bucket_props(self, request: web.BaseRequest) -> web.Response:
-        """Change a bucket's properties: ``consistency`` and ``max_staleness`` (seconds or a
-        duration like ``"5m"``; null clears it)."""
+        """Change a bucket's properties: ``consistency``, ``max_staleness`` (seconds or a
+        duration like ``"5m"``; null clears it) and ``peers`` (attached remote aliases a cold
+        GET asks first)."""
         ref, props = self.known_bucket(request)
         if not self.is_primary:
             return await self._forward_to_primary(request)
         assert self.primary is not None
         body = await json_object(request, "bucket properties")
-        unknown = set(body) - {"consistency", "max_staleness"}
+        unknown = set(body) - {"consistency", "max_staleness", "peers"}
         if unknown:
             raise InvalidArgument(f"these bucket properties cannot be changed: "
                                   f"{', '.join(sorted(unknown))} (changeable: consistency, "
-                                  f"max_staleness)")
+                                  f"max_staleness, peers)")
+        if "peers" in body:
+            peers = body["peers"]
+            if isinstance(peers, str):
+                peers = [p for p in peers.split(",") if p]
+            if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+                raise InvalidArgument("peers must be a list of remote cluster aliases")
+            for alias in peers:
+                self.remote_urls(alias)  # RemoteNotFound names the alias
+            body["peers"] = list(dict.fromkeys(peers))
         if not props.backed and body:
             raise InvalidArgument(f"{ref} has no source: consistency applies to cached buckets")
         if body.get("max_staleness") is not None:
@@ -226,6 +252,7 @@ class ProxyNode(NodeRuntime):
         """One page in key order. For a cached bucket: what the source has merged with what the
         cluster holds (``cached`` flag, source version token, ``in_source``); ``?cached=true``
         lists only the cluster's copies. Memory is bounded by ``limit`` × (targets + 1)."""
+        await self._remote_bucket(request)
         ref, props = self.known_bucket(request)
         prefix = validate_prefix(request.query.get("prefix", ""))
         limit = page_limit(request)
@@ -281,6 +308,7 @@ class ProxyNode(NodeRuntime):
         return merged, any(p.get("next_token") for p in pages)
 
     async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:
+        await self._remote_bucket(request)
         ref, props = self.known_bucket(request)
         if not self.is_primary:  # the freshness watermark lives in the primary's catalog
             return await self._forward_to_primary(request)

@@ -27,7 +27,7 @@ from aisync.cluster.sources import SourcePool
 from aisync.cluster.state import ClusterState
 from aisync.cluster.workers import WorkerStatus
 from aisync.config import NodeConfig
-from aisync.util.errors import BucketNotFound, InvalidArgument, NodeUnavailable
+from aisync.util.errors import BucketNotFound, InvalidArgument, NodeUnavailable, RemoteNotFound
 from aisync.util.names import BucketRef
 
 log = logging.getLogger("aisync.node")
@@ -59,7 +59,7 @@ class NodeRuntime:
         self._blocking = ThreadPoolExecutor(4, thread_name_prefix="aisync-ctl")
         self.catalog = Catalog(config.resolved_catalog_url())
         self.state = ClusterState(self.catalog, self.run_blocking)
-        self.sources = SourcePool(config.backends)
+        self.sources = SourcePool(config.backends, remotes=self.remote_urls)
         self.session: aiohttp.ClientSession | None = None
         self.workers: dict[str, WorkerStatus] = {}
         self._tasks: list[asyncio.Task] = []
@@ -161,6 +161,15 @@ class NodeRuntime:
 
     async def handle_bucket_map(self, request: web.BaseRequest) -> web.Response:
         return self._document(self.state.bmap, "bucket map")
+
+    def remote_urls(self, alias: str) -> list[str]:
+        """The proxy URLs of the remote cluster attached as ``alias``."""
+        bmap = self.state.bmap
+        remote = bmap.remotes.get(alias) if bmap is not None else None
+        if remote is None:
+            raise RemoteNotFound(f"no remote cluster {alias!r} is attached "
+                                 f"(aisync remote attach {alias}=URL)")
+        return list(remote["urls"])
 
     def known_bucket(self, request: web.BaseRequest) -> tuple[BucketRef, BucketProps]:
         """The request's bucket and its properties; ``BucketNotFound`` if the map lacks it."""

@@ -34,14 +34,15 @@ from aisync.api.files import file_response, range_of, send_file_range, small_res
 from aisync.api.jobwork import TargetJobs
 from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
-from aisync.backends.base import VersionToken
+from aisync.backends.base import Backend, VersionToken
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
 from aisync.cluster.workers import WorkerStatus
 from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import ObjectStore
 from aisync.sync.onaccess import Decision, OnAccess
+from aisync.sync.peers import Peer, PeerFirst, PeerStats
 from aisync.sync.readthrough import ColdFetch, ReadThrough
-from aisync.util.errors import IncompleteBody, ObjectNotFound
+from aisync.util.errors import IncompleteBody, ObjectNotFound, RemoteNotFound
 from aisync.util.names import BucketRef, validate_prefix
 
 log = logging.getLogger("aisync.target")
@@ -103,6 +104,7 @@ class TargetNode(NodeRuntime):
         self.small = config.storage.small_object_bytes
         self.readthrough = ReadThrough(self.store, config.storage.cold_window_bytes)
         self.on_access = OnAccess()
+        self.peer_stats = PeerStats()
         self.jobs = TargetJobs(self)
         r = self.router
         r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
@@ -196,6 +198,7 @@ class TargetNode(NodeRuntime):
         name = object_name(request)
         uname = ref.uname
         latest = bool_query(request, "latest")
+        cached_only = bool_query(request, "cached")  # a peer asking: never read through
         check = props.backed and OnAccess.wanted(props.consistency, latest)
         if not check:
             hit = self.store.cached(uname, name)
@@ -206,7 +209,7 @@ class TargetNode(NodeRuntime):
             obj = self.store.open(uname, name)
         except ObjectNotFound:
             self._redirect_to_owner(request, ref, name)
-            if props.backed:
+            if props.backed and not cached_only:
                 return await self._cold_get(request, props, name,
                                             fresh_after=arrived if check else None)
             raise ObjectNotFound(f"{ref}/{name}: no such object") from None
@@ -218,6 +221,8 @@ class TargetNode(NodeRuntime):
                 raise
             if decision is not Decision.SERVE:
                 obj.close()
+                if decision is Decision.REFETCH and cached_only:
+                    raise ObjectNotFound(f"{ref}/{name}: the copy here is not current")
                 if decision is Decision.REFETCH:
                     return await self._cold_get(request, props, name, fresh_after=arrived)
                 raise ObjectNotFound(f"{ref}/{name}: deleted at the source")
@@ -256,6 +261,8 @@ class TargetNode(NodeRuntime):
                         fresh_after: float | None = None) -> web.StreamResponse:
         """Read through: fetch from the source once, stream to this client as bytes land."""
         backend, source = await self.sources.backend_for(props)
+        if props.peers and not props.namespace:
+            backend = self._peer_first(backend, props)
         if request.method == "HEAD":
             version = await backend.head(source, name)
             headers = source_headers(version)
@@ -272,6 +279,18 @@ class TargetNode(NodeRuntime):
             fetch.abandon()
             raise
         return ColdResponse(fetch, offset, count, status=status, headers=headers)
+
+    def _peer_first(self, backend: Backend, props: BucketProps) -> PeerFirst:
+        peers = []
+        for alias in props.peers:
+            try:
+                peers.append(Peer(alias, tuple(self.remote_urls(alias))))
+            except RemoteNotFound:
+                log.warning("bucket %s lists peer %s, which is not attached", props.ref, alias)
+        query = {"provider": props.provider}
+        assert self.session is not None
+        return PeerFirst(backend, peers, provider=props.provider, bucket_path=props.name,
+                         bucket_query=query, session=self.session, stats=self.peer_stats)
 
     async def expect_put(self, request: web.BaseRequest) -> web.StreamResponse | None:
         return misdirected_put(request, self.state.cmap, self.state.bmap, self.node_id)
@@ -356,5 +375,6 @@ class TargetNode(NodeRuntime):
         status.update(disks=[dataclasses.asdict(d) for d in disks], objects=count, bytes=total,
                       readthrough=dataclasses.asdict(self.readthrough.stats),
                       on_access=self.on_access.stats.as_dict(),
+                      peers=self.peer_stats.as_dict(),
                       jobs=dataclasses.asdict(self.jobs.executor.stats))
         return status

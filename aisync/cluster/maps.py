@@ -131,6 +131,9 @@ class BucketProps(_Doc):
     #: Seconds within which a copy fetched or validated is served without asking the source
     #: (with ``validate``/``synchronize``); None: always ask.
     max_staleness: float | None = Field(default=None, ge=0)
+    #: Aliases of attached remote clusters a cold GET asks first (peer-first reads): a peer that
+    #: holds the object at the source's current version serves it instead of the far source.
+    peers: list[str] = Field(default_factory=list)
 
     @property
     def backed(self) -> bool:
@@ -154,6 +157,8 @@ class BucketMap(_Doc):
     #: Job schedules by name (cluster metadata, so every node holds them and a new primary
     #: finds them): ``{"trigger": {...}, "job": {...}, "created": ...}``; see ``aisync.sync``.
     schedules: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: Attached remote clusters by alias: ``{"urls": [...], "uuid": ..., "attached": ...}``.
+    remotes: dict[str, dict[str, Any]] = Field(default_factory=dict)
     created: str = Field(default_factory=_now)
 
     @classmethod
@@ -164,11 +169,13 @@ class BucketMap(_Doc):
         return self.buckets.get(bucket.uname)
 
     def _next(self, buckets: dict[str, dict] | None = None,
-              schedules: dict[str, dict] | None = None) -> BucketMap:
+              schedules: dict[str, dict] | None = None,
+              remotes: dict[str, dict] | None = None) -> BucketMap:
         if buckets is None:
             buckets = {k: v.model_dump() for k, v in self.buckets.items()}
         return BucketMap(uuid=self.uuid, version=self.version + 1, buckets=buckets,
-                         schedules=self.schedules if schedules is None else schedules)
+                         schedules=self.schedules if schedules is None else schedules,
+                         remotes=self.remotes if remotes is None else remotes)
 
     def with_bucket(self, props: BucketProps) -> BucketMap:
         buckets = {k: v.model_dump() for k, v in self.buckets.items()}
@@ -184,6 +191,12 @@ class BucketMap(_Doc):
 
     def without_schedule(self, name: str) -> BucketMap:
         return self._next(schedules={k: v for k, v in self.schedules.items() if k != name})
+
+    def with_remote(self, alias: str, definition: dict[str, Any]) -> BucketMap:
+        return self._next(remotes={**self.remotes, alias: definition})
+
+    def without_remote(self, alias: str) -> BucketMap:
+        return self._next(remotes={k: v for k, v in self.remotes.items() if k != alias})
 
 
 def check_newer(current: ClusterMap | BucketMap | None,

@@ -29,6 +29,8 @@ from aisync.util.errors import (
     AlreadyExists,
     BucketAlreadyExists,
     BucketNotFound,
+    Conflict,
+    RemoteNotFound,
     ScheduleNotFound,
     describe_validation,
 )
@@ -198,6 +200,25 @@ class Primary:
             if name not in bmap.schedules:
                 raise ScheduleNotFound(f"no schedule {name!r}")
             await self._publish(bmap=bmap.without_schedule(name))
+
+    async def attach_remote(self, alias: str, definition: dict[str, Any]) -> None:
+        """Attach (or re-attach with new URLs) a remote cluster under ``alias``."""
+        async with self._lock:
+            bmap = self.state.bmap
+            assert bmap is not None
+            await self._publish(bmap=bmap.with_remote(alias, definition))
+
+    async def detach_remote(self, alias: str) -> None:
+        async with self._lock:
+            bmap = self.state.bmap
+            assert bmap is not None
+            if alias not in bmap.remotes:
+                raise RemoteNotFound(f"no remote cluster {alias!r} is attached")
+            in_use = sorted(str(p.ref) for p in bmap.buckets.values() if p.namespace == alias)
+            if in_use:
+                raise Conflict(f"remote {alias!r} still has buckets in this cluster: "
+                               f"{', '.join(in_use)} (remove them first)")
+            await self._publish(bmap=bmap.without_remote(alias))
 
     async def destroy_bucket(self, ref: BucketRef) -> None:
         async with self._lock:

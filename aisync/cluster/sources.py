@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aisync.backends.base import Backend
@@ -24,12 +25,21 @@ _SECRET_WORDS = ("secret", "password", "key", "token", "credential", "connection
 
 
 class SourcePool:
-    def __init__(self, profiles: dict[str, dict[str, Any]]) -> None:
+    """``remotes`` maps an attached remote cluster's alias to its proxy URLs (the buckets
+    ``ais://@alias/name`` are read from it); it raises ``RemoteNotFound`` for unknown aliases."""
+
+    def __init__(self, profiles: dict[str, dict[str, Any]],
+                 remotes: Callable[[str], list[str]] | None = None) -> None:
         self.profiles = profiles
+        self.remotes = remotes
         self._backends: dict[str, Backend] = {}
         self._building: dict[str, asyncio.Future] = {}
 
     def settings_for(self, props: BucketProps) -> dict[str, Any]:
+        if props.provider == "ais" and props.namespace:
+            if self.remotes is None:
+                raise ConfigError("this node cannot reach remote clusters")
+            return {"provider": "ais", "endpoints": self.remotes(props.namespace)}
         settings: dict[str, Any] = {}
         if props.profile:
             profile = self.profiles.get(props.profile)

@@ -153,6 +153,10 @@ class ScheduleNotFound(NotFound):
     code = "ScheduleNotFound"
 
 
+class RemoteNotFound(NotFound):
+    code = "RemoteNotFound"
+
+
 class AlreadyExists(AisyncError, FileExistsError):
     code, status = "AlreadyExists", 409
 
@@ -171,7 +175,7 @@ ERRORS_BY_CODE: dict[str, type[AisyncError]] = {
         StaleMapVersion, NotPrimary, MethodNotAllowed, PayloadTooLarge, IncompleteBody,
         ChecksumMismatch, ObjectCorrupted, NoTargets, NodeUnavailable, ConfigError,
         AccessDenied, BackendError, Throttled, BackendUnavailable, NotSupported,
-        JobNotFound, ScheduleNotFound, AlreadyExists, Conflict,
+        JobNotFound, ScheduleNotFound, RemoteNotFound, AlreadyExists, Conflict,
     ]
 }
 

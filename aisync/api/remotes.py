@@ -1,0 +1,155 @@
+"""Remote clusters (peers in other zones), attached by alias, on the proxy.
+
+* ``PUT /v1/remotes/{alias}`` with ``{"urls": ["http://proxy.zone-a:51080", ...]}`` attaches
+  (or re-attaches with new URLs) a remote cluster; one of the URLs must answer with its cluster
+  map, whose uuid is recorded (a cluster cannot attach itself).
+* ``DELETE /v1/remotes/{alias}`` detaches it (refused while buckets of it are registered).
+* ``GET /v1/remotes`` lists them with live reachability and the peer's map versions.
+
+Attached remotes are cluster metadata (the replicated bucket map), so every node can resolve
+``ais://@alias/bucket``: a bucket of the remote cluster, read through and cached locally like any
+other source. Such a bucket is registered on first use (or with ``bucket create``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from aisync.api.common import json_object
+from aisync.cluster.maps import BucketProps
+from aisync.util.errors import (
+    BackendUnavailable,
+    InvalidArgument,
+    NodeUnavailable,
+    error_from_dict,
+)
+from aisync.util.names import BucketRef
+
+if TYPE_CHECKING:
+    from aisync.api.proxy import ProxyNode
+
+ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+/?$", value.strip()):
+        raise InvalidArgument(f"not a proxy URL: {value!r} (use e.g. http://proxy.zone-a:51080)")
+    return value.strip().rstrip("/")
+
+
+class ProxyRemotes:
+    def __init__(self, node: ProxyNode) -> None:
+        self.node = node
+        r = node.router
+        r.add("GET", "/v1/remotes", self.handle_list)
+        r.add("PUT", "/v1/remotes/{alias}", self.handle_attach)
+        r.add("DELETE", "/v1/remotes/{alias}", self.handle_detach)
+
+    async def _probe(self, url: str, timeout: float = 3.0) -> dict[str, Any] | None:
+        """The remote's cluster map from ``url``, or None when it does not answer."""
+        session = self.node.session
+        assert session is not None
+        try:
+            async with session.get(f"{url}/v1/cluster/map",
+                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                if resp.status != 200:
+                    return None
+                body = await resp.json()
+                return body if isinstance(body, dict) and "uuid" in body else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    async def handle_attach(self, request: web.BaseRequest) -> web.Response:
+        alias = request["match"]["alias"]
+        if not ALIAS.match(alias):
+            raise InvalidArgument(f"bad remote alias {alias!r}: letters, digits, '.', '_', '-'")
+        if not self.node.is_primary:
+            return await self.node._forward_to_primary(request)
+        body = await json_object(request, "remote")
+        urls = body.get("urls")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list) or not urls:
+            raise InvalidArgument("urls must be one or more proxy URLs of the remote cluster")
+        urls = list(dict.fromkeys(_url(u) for u in urls))
+        maps = [m for m in await asyncio.gather(*(self._probe(u) for u in urls)) if m]
+        if not maps:
+            raise BackendUnavailable(f"remote {alias}: none of {', '.join(urls)} answered")
+        uuids = {m["uuid"] for m in maps}
+        if len(uuids) > 1:
+            raise InvalidArgument(f"remote {alias}: the URLs belong to different clusters")
+        cmap = self.node.state.cmap
+        if cmap is not None and cmap.uuid in uuids:
+            raise InvalidArgument(f"remote {alias}: that is this cluster")
+        definition = {"urls": urls, "uuid": maps[0]["uuid"], "cluster": maps[0].get("name"),
+                      "attached": datetime.now(UTC).isoformat(timespec="seconds")}
+        assert self.node.primary is not None
+        await self.node.primary.attach_remote(alias, definition)
+        return web.json_response({"alias": alias, **definition}, status=201)
+
+    async def handle_detach(self, request: web.BaseRequest) -> web.Response:
+        if not self.node.is_primary:
+            return await self.node._forward_to_primary(request)
+        assert self.node.primary is not None
+        await self.node.primary.detach_remote(request["match"]["alias"])
+        return web.Response(status=204)
+
+    async def handle_list(self, request: web.BaseRequest) -> web.Response:
+        bmap = self.node.state.bmap
+        remotes = dict(bmap.remotes) if bmap is not None else {}
+
+        async def view(alias: str, definition: dict[str, Any]) -> dict[str, Any]:
+            answered, peer = None, None
+            for url in definition.get("urls", []):
+                peer = await self._probe(url)
+                if peer is not None:
+                    answered = url
+                    break
+            return {"alias": alias, **definition, "reachable": answered is not None,
+                    "answered": answered,
+                    "map_version": peer.get("version") if peer else None,
+                    "same_cluster": peer is None or peer.get("uuid") == definition.get("uuid"),
+                    "buckets": sorted(str(p.ref) for p in (bmap.buckets.values() if bmap else [])
+                                      if p.namespace == alias)}
+
+        views = await asyncio.gather(*(view(a, d) for a, d in sorted(remotes.items())))
+        return web.json_response({"remotes": list(views)})
+
+    async def ensure_bucket(self, ref: BucketRef) -> BucketProps | None:
+        """Register ``ais://@alias/name`` on first use when ``alias`` is attached; None when
+        ``ref`` is not such a bucket. Non-primary proxies ask the primary."""
+        bmap = self.node.state.bmap
+        if not ref.namespace or ref.provider != "ais" or bmap is None:
+            return None
+        props = bmap.get(ref)
+        if props is not None:
+            return props
+        self.node.remote_urls(ref.namespace)  # RemoteNotFound for an unknown alias
+        if self.node.is_primary:
+            props = BucketProps(name=ref.name, provider="ais", namespace=ref.namespace)
+            backend, source = await self.node.sources.backend_for(props)
+            await backend.list_page(source, limit=1)  # the peer has it: typed errors otherwise
+            assert self.node.primary is not None
+            try:
+                return await self.node.primary.create_bucket(props)
+            except Exception:
+                current = self.node.state.bmap.get(ref) if self.node.state.bmap else None
+                if current is not None:  # registered concurrently
+                    return current
+                raise
+        cmap, session = self.node.state.cmap, self.node.session
+        if cmap is None or session is None:
+            raise NodeUnavailable("no cluster map yet")
+        url = f"{cmap.primary_node.url}/v1/buckets/{ref.name}"
+        params = {"provider": "ais", "namespace": ref.namespace}
+        async with session.put(url, params=params) as resp:
+            if resp.status not in (201, 409):
+                raise error_from_dict(resp.status, await resp.json())
+        bmap = self.node.state.bmap
+        return bmap.get(ref) if bmap is not None else None

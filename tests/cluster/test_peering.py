@@ -1,0 +1,135 @@
+"""Two zones on loopback: remote attach/detach, buckets of a remote (``ais://@zone-a/...``),
+and peer-first reads of a cloud bucket both zones cache (an fs:// source both can reach)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+import uuid
+
+import pytest
+
+from aisync.client import Client
+from aisync.util.errors import NotFound
+from tests.harness import LocalCluster, http_json, wait_for
+
+
+@pytest.fixture(scope="module")
+def zone_a():
+    with LocalCluster(targets=2, extra={"cluster": {"name": "zone-a"}}) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def zone_b():
+    with LocalCluster(targets=2, extra={"cluster": {"name": "zone-b"}}) as c:
+        yield c
+
+
+def call(cluster, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    return http_json(f"{cluster.endpoint}{path}", method, data, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def attached(zone_a, zone_b):
+    status, remote = call(zone_b, "PUT", "/v1/remotes/zone-a", {"urls": [zone_a.endpoint]})
+    assert status == 201, remote
+    return remote
+
+
+def peer_stats(cluster) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for target in cluster.targets:
+        for key, value in http_json(f"{target.url}/v1/node/status")[1]["peers"].items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def test_attach_list_and_bad_attaches(zone_a, zone_b, attached):
+    assert attached["cluster"] == "zone-a" and attached["urls"] == [zone_a.endpoint]
+    status, listing = call(zone_b, "GET", "/v1/remotes")
+    (view,) = listing["remotes"]
+    assert view["alias"] == "zone-a" and view["reachable"] and view["map_version"] >= 1
+    for body, status_wanted in (({"urls": [zone_b.endpoint]}, 400),      # itself
+                                ({"urls": ["http://127.0.0.1:9"]}, 503),  # nobody there
+                                ({"urls": "ftp://x"}, 400), ({}, 400)):
+        status, err = call(zone_b, "PUT", "/v1/remotes/other", body)
+        assert status == status_wanted, (body, err)
+    assert call(zone_b, "DELETE", "/v1/remotes/nope")[0] == 404
+    assert call(zone_b, "PUT", "/v1/remotes/bad%20alias!", {"urls": [zone_a.endpoint]})[0] in \
+        (400, 404)
+
+
+def test_buckets_of_a_remote_read_through_and_write_through(zone_a, zone_b, attached):
+    name = f"ckpt-{uuid.uuid4().hex[:6]}"
+    with Client(zone_a.endpoint) as a, Client(zone_b.endpoint) as b:
+        a.create_bucket(f"ais://{name}")
+        data = os.urandom(300_000)
+        a.put_object(f"ais://{name}", "step-900.pt", data)
+        remote = f"ais://@zone-a/{name}"
+        assert b.get_object(remote, "step-900.pt") == data  # registered on first use
+        assert [o.name for o in b.iter_objects(remote, cached=True)] == ["step-900.pt"]
+        b.put_object(remote, "from-b.txt", b"written in zone b")  # write-through to zone a
+        assert a.get_object(f"ais://{name}", "from-b.txt") == b"written in zone b"
+        with pytest.raises(NotFound):
+            b.get_object("ais://@nowhere/x", "y")
+    status, err = call(zone_b, "DELETE", "/v1/remotes/zone-a")
+    assert status == 409 and name in err["message"], err  # still has buckets here
+
+
+@pytest.fixture
+def shared_source(tmp_path, zone_a, zone_b, attached):
+    """A directory both zones cache as the same fs:// bucket: the far source of truth."""
+    share = tmp_path / "source"
+    share.mkdir()
+    name = f"data-{uuid.uuid4().hex[:6]}"
+    for cluster in (zone_a, zone_b):
+        with Client(cluster.endpoint) as c:
+            c.create_bucket(f"fs://{name}", settings={"path": str(share)})
+    status, props = call(zone_b, "PATCH", f"/v1/buckets/{name}?provider=fs",
+                         {"peers": ["zone-a"]})
+    assert status == 200 and props["peers"] == ["zone-a"], props
+    return f"fs://{name}", share
+
+
+def replace(path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def test_peer_first_reads_use_a_current_peer_copy_and_never_a_stale_one(
+        zone_a, zone_b, shared_source):
+    uri, share = shared_source
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    replace(share / "shard-0.tar", data)
+    replace(share / "shard-1.tar", b"v1" * 1000)
+    with Client(zone_a.endpoint) as a, Client(zone_b.endpoint) as b:
+        a.get_object(uri, "shard-0.tar")
+        a.get_object(uri, "shard-1.tar")
+        wait_for(lambda: len(list(a.iter_objects(uri, cached=True))) == 2, 30, "zone a cached")
+        before = peer_stats(zone_b)
+        assert b.get_object(uri, "shard-0.tar") == data  # from zone a's cache
+        after = peer_stats(zone_b)
+        assert after["peer_hits"] == before["peer_hits"] + 1
+        assert after["bytes_from_peers"] - before["bytes_from_peers"] == len(data)
+        assert after["bytes_from_sources"] == before["bytes_from_sources"]
+
+        replace(share / "shard-1.tar", b"v2" * 1000)  # zone a's copy is now stale
+        assert b.get_object(uri, "shard-1.tar") == b"v2" * 1000
+        final = peer_stats(zone_b)
+        assert final["peer_hits"] == after["peer_hits"]  # the stale copy was not used
+        assert final["bytes_from_sources"] - after["bytes_from_sources"] == 2000
+    with urllib.request.urlopen(f"{zone_b.endpoint}/v1/metrics", timeout=10) as resp:
+        assert 'aisync_peer_reads_total{event="bytes_from_peers"}' in resp.read().decode()
+
+
+def test_bad_peers_property(zone_b, shared_source):
+    uri, _ = shared_source
+    name = uri.split("://")[1]
+    status, err = call(zone_b, "PATCH", f"/v1/buckets/{name}?provider=fs", {"peers": ["zz"]})
+    assert status == 404 and err["code"] == "RemoteNotFound", err
+    status, err = call(zone_b, "PATCH", f"/v1/buckets/{name}?provider=fs", {"peers": 5})
+    assert status == 400, err
