@@ -22,6 +22,7 @@ from aisync.cli.demo import demo
 from aisync.cli.jobs import job
 from aisync.cli.node import node
 from aisync.cli.objects import object_group
+from aisync.cli.remote import remote
 from aisync.cli.schedules import schedule
 from aisync.util.errors import AisyncError, ConfigError
 
@@ -88,6 +89,7 @@ cli.add_command(bucket)
 cli.add_command(object_group)
 cli.add_command(job)
 cli.add_command(schedule)
+cli.add_command(remote)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
-"""Job and schedule calls of :class:`~aisync.client.aio.AsyncClient` (a mixin).
+"""Job, schedule and remote-cluster calls of :class:`~aisync.client.aio.AsyncClient` (a mixin).
 
-Owns: the client side of ``/v1/jobs`` and ``/v1/schedules``. Relies on the host class's
+Owns: the client side of ``/v1/jobs``, ``/v1/schedules`` and ``/v1/remotes``. Relies on the host class's
 ``_json`` plumbing. May import: ``aisync.util`` and the client's own modules.
 """
 
@@ -141,3 +141,18 @@ class JobsMixin:
     async def remove_schedule(self, name: str) -> None:
         await self._json("DELETE", f"/v1/schedules/{quote(name, safe='')}",
                          label=f"schedule {name}")
+
+    # -- remote clusters ---------------------------------------------------------------------
+
+    async def attach_remote(self, alias: str, urls: str | Iterable[str]) -> dict:
+        """Attach a remote cluster (a peer in another zone) under ``alias``."""
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        return await self._json("PUT", f"/v1/remotes/{quote(alias, safe='')}",
+                                label=f"remote {alias}", payload={"urls": urls}) or {}
+
+    async def list_remotes(self) -> list[dict]:
+        """Attached remotes with live reachability and their map versions."""
+        return (await self._json("GET", "/v1/remotes", label="remotes") or {}).get("remotes", [])
+
+    async def detach_remote(self, alias: str) -> None:
+        await self._json("DELETE", f"/v1/remotes/{quote(alias, safe='')}", label=f"remote {alias}")

@@ -195,6 +195,15 @@ class Client:
     def remove_schedule(self, name: str) -> None:
         return self._call(self._async.remove_schedule(name))
 
+    def attach_remote(self, alias: str, urls: str | Iterable[str]) -> dict:
+        return self._call(self._async.attach_remote(alias, urls))
+
+    def list_remotes(self) -> list[dict]:
+        return self._call(self._async.list_remotes())
+
+    def detach_remote(self, alias: str) -> None:
+        return self._call(self._async.detach_remote(alias))
+
     def metrics(self) -> str:
         return self._call(self._async.metrics())
 

@@ -133,3 +133,24 @@ def test_bad_peers_property(zone_b, shared_source):
     assert status == 404 and err["code"] == "RemoteNotFound", err
     status, err = call(zone_b, "PATCH", f"/v1/buckets/{name}?provider=fs", {"peers": 5})
     assert status == 400, err
+
+
+def test_remote_cli(zone_a, zone_b, attached):
+    from click.testing import CliRunner
+
+    from aisync.cli.main import cli
+
+    runner = CliRunner()
+
+    def aisync(*args: str):
+        return runner.invoke(cli, ["--endpoint", zone_b.endpoint, *args])
+
+    listed = aisync("remote", "ls")
+    assert listed.exit_code == 0 and "zone-a" in listed.output and "yes" in listed.output
+    again = aisync("remote", "attach", f"zone-a={zone_a.endpoint}")  # re-attach: same URLs
+    assert again.exit_code == 0 and "attached zone-a" in again.output, again.output
+    bad = aisync("remote", "attach", "zone-a")
+    assert bad.exit_code == 2 and "ALIAS=URL" in bad.output
+    missing = aisync("remote", "detach", "nowhere")
+    assert missing.exit_code == 1 and "nowhere" in missing.output
+    assert aisync("remote", "--help").exit_code == 0
