@@ -19,6 +19,7 @@ from aiohttp import web
 from aisync.api.common import (
     bool_query,
     bucket_ref,
+    int_query,
     json_object,
     object_name,
     page_limit,
@@ -32,6 +33,7 @@ from aisync.cluster.primary import Primary
 from aisync.util.errors import (
     AisyncError,
     BucketAlreadyExists,
+    ChangeFeedGap,
     InvalidArgument,
     NodeUnavailable,
     NotPrimary,
@@ -60,6 +62,7 @@ class ProxyNode(NodeRuntime):
         r.add("DELETE", "/v1/buckets/{bucket}", self.handle_destroy_bucket)
         r.add("GET", "/v1/buckets/{bucket}", self.handle_list_objects)
         r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info)
+        r.add("GET", "/v1/buckets/{bucket}/changes", self.handle_changes)
         r.add("GET", "/v1/cluster/status", self.handle_cluster_status)
         r.add("POST", "/v1/cluster/join", self.handle_join)
         r.add("PATCH", "/v1/buckets/{bucket}", self.handle_bucket_props)
@@ -230,7 +233,8 @@ class ProxyNode(NodeRuntime):
         await self.primary.destroy_bucket(ref)
         return web.Response(status=204)
 
-    async def _from_targets(self, path: str, params: dict) -> list[dict]:
+    async def _from_targets(self, path: str, params: dict,
+                            targets: list[NodeInfo] | None = None) -> list[dict]:
         cmap = self.state.cmap
         if cmap is None or not cmap.active_targets:
             raise NodeUnavailable("no active targets")
@@ -246,7 +250,8 @@ class ProxyNode(NodeRuntime):
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise NodeUnavailable(f"target {target.id} did not answer: {exc}") from exc
 
-        return list(await asyncio.gather(*(one(t) for t in cmap.active_targets)))
+        nodes = cmap.active_targets if targets is None else targets
+        return list(await asyncio.gather(*(one(t) for t in nodes)))
 
     async def handle_list_objects(self, request: web.BaseRequest) -> web.Response:
         """One page in key order. For a cached bucket: what the source has merged with what the
@@ -321,6 +326,44 @@ class ProxyNode(NodeRuntime):
                                   "bytes": sum(i["bytes"] for i in infos),
                                   "freshness": await self.jobs.freshness(props)
                                   if props.backed else None})
+
+    async def handle_changes(self, request: web.BaseRequest) -> web.Response:
+        """The bucket's change feed after ``since``: ``{"changes": [{seq, name, op, size,
+        checksum}], "next": N, "more": bool}``; follow with ``since=next``. Without ``since``:
+        an empty page whose ``next`` is the feed's head (where to start following).
+
+        Each target numbers its own changes with a clock-based sequence and reports a *safe*
+        bound (everything at or below it is committed and listed); the merged page stops at
+        the lowest bound, so a cursor never passes a change that is still being written. Every
+        target of the map must answer (a missing one could hide changes): otherwise 503. When
+        ``since`` is older than what some target retains (rebuilt index, retention), the answer
+        is 410 ``ChangeFeedGap``: list the bucket instead."""
+        ref, _ = self.known_bucket(request)
+        head_only = "since" not in request.query  # "where is the feed now?"
+        since = int_query(request, "since", 0, 0, 2**63 - 1)
+        limit = page_limit(request)
+        cmap = self.state.cmap
+        if cmap is None:
+            raise NodeUnavailable("no cluster map yet")
+        params = {"provider": ref.provider, "since": str(since), "limit": str(limit)}
+        if ref.namespace:
+            params["namespace"] = ref.namespace
+        targets = [n for n in cmap.nodes.values() if n.role == "target"]
+        parts = await self._from_targets(f"/v1/buckets/{ref.name}/changes", params,
+                                         targets=targets)
+        floor = max((p["floor"] for p in parts), default=0)
+        safe = min((p["safe"] for p in parts), default=since)
+        if head_only:
+            return web.json_response({"changes": [], "next": safe, "more": False})
+        if since < floor:
+            raise ChangeFeedGap(f"the change feed of {ref} starts after {since} (at {floor}); "
+                                f"list the bucket instead", floor=floor)
+        merged = sorted((c for p in parts for c in p["changes"] if c["seq"] <= safe),
+                        key=lambda c: c["seq"])
+        more = len(merged) > limit or any(len(p["changes"]) == limit for p in parts)
+        page = merged[:limit]
+        cursor = page[-1]["seq"] if len(merged) > limit else max(safe, since)
+        return web.json_response({"changes": page, "next": cursor, "more": more})
 
     # -- cluster --
     async def handle_join(self, request: web.BaseRequest) -> web.Response:

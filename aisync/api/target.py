@@ -23,6 +23,7 @@ from aiohttp import web
 
 from aisync.api.common import (
     bool_query,
+    int_query,
     misdirected_put,
     object_headers,
     object_name,
@@ -113,6 +114,7 @@ class TargetNode(NodeRuntime):
         r.add("DELETE", "/v1/objects/{bucket}/{name:.+}", self.handle_delete)
         r.add("GET", "/v1/buckets/{bucket}", self.handle_list)
         r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info)
+        r.add("GET", "/v1/buckets/{bucket}/changes", self.handle_changes)
         self.state.add_listener(self._on_maps)
 
     async def start_role(self) -> None:
@@ -362,6 +364,13 @@ class TargetNode(NodeRuntime):
                          "mtime_ns": e.mtime_ns, "source": e.source, "origin": e.origin}
                         for e in entries],
             "next_token": entries[-1].name if len(entries) == limit else None})
+
+    async def handle_changes(self, request: web.BaseRequest) -> web.Response:
+        """This target's part of the bucket's change feed after ``since`` (see the proxy)."""
+        ref, _ = self.known_bucket(request)
+        since = int_query(request, "since", 0, 0, 2**63 - 1)
+        page, floor, safe = await self.store.changes_page(ref.uname, since, page_limit(request))
+        return web.json_response({"changes": page, "floor": floor, "safe": safe})
 
     async def handle_bucket_info(self, request: web.BaseRequest) -> web.Response:
         ref, _ = self.known_bucket(request)

@@ -440,12 +440,27 @@ class ObjectStore(MountpathReader):
                 await loop.run_in_executor(self._io, os.rename, obj.path, dest)
             except FileNotFoundError:
                 return
-            await loop.run_in_executor(self._index_writer, self.index.remove, bucket, name)
+            # not a deletion: peers following the change feed must not propagate it
+            await loop.run_in_executor(self._index_writer,
+                                       functools.partial(self.index.remove, bucket, name,
+                                                         record=False))
 
     # -- listing and buckets --
     async def list_page(self, bucket: str, prefix: str = "", after: str | None = None,
                         limit: int = 1000) -> list[IndexEntry]:
         return await self.run_io(self.index.list_page, bucket, prefix, after, limit)
+
+    async def changes_page(self, bucket: str, since: int, limit: int) -> tuple[list[dict], int,
+                                                                               int]:
+        """(changes after ``since`` that are safe to hand out, floor, safe bound): see
+        :meth:`ObjectIndex.feed_bounds`. The bound comes first so that every change at or below
+        it is committed before the page is read."""
+        def read() -> tuple[list[dict], int, int]:
+            floor, high = self.index.feed_bounds(bucket)
+            page = [c for c in self.index.changes_page(bucket, since, limit) if c["seq"] <= high]
+            safe = page[-1]["seq"] if len(page) == limit else high
+            return page, floor, safe
+        return await self.run_io(read)
 
     async def summary(self, bucket: str | None = None) -> tuple[int, int]:
         return await self.run_io(self.index.summary, bucket)

@@ -157,6 +157,12 @@ class RemoteNotFound(NotFound):
     code = "RemoteNotFound"
 
 
+class ChangeFeedGap(AisyncError):
+    """The change feed no longer reaches back to the requested point: list instead."""
+
+    code, status = "ChangeFeedGap", 410
+
+
 class AlreadyExists(AisyncError, FileExistsError):
     code, status = "AlreadyExists", 409
 
@@ -175,7 +181,7 @@ ERRORS_BY_CODE: dict[str, type[AisyncError]] = {
         StaleMapVersion, NotPrimary, MethodNotAllowed, PayloadTooLarge, IncompleteBody,
         ChecksumMismatch, ObjectCorrupted, NoTargets, NodeUnavailable, ConfigError,
         AccessDenied, BackendError, Throttled, BackendUnavailable, NotSupported,
-        JobNotFound, ScheduleNotFound, RemoteNotFound, AlreadyExists, Conflict,
+        JobNotFound, ScheduleNotFound, RemoteNotFound, AlreadyExists, Conflict, ChangeFeedGap,
     ]
 }
 
