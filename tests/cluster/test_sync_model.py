@@ -164,6 +164,10 @@ def test_random_out_of_band_changes_reads_and_syncs(cluster, client, source, see
             if name in model:
                 assert client.get_object(uri, name) == model[name], where
                 cache[name] = model[name]
+                # a re-fetch commits its copy just after answering: wait for it, so the next
+                # sync's report is exactly predictable
+                wait_for(lambda n=name: cached(client, uri).get(n) == digest(model[n]), 30,
+                         f"{where}: copy committed")
             else:
                 with pytest.raises(ObjectNotFound):
                     client.get_object(uri, name)
