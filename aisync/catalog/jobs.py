@@ -63,7 +63,8 @@ JOB_UPDATE_FIELDS = frozenset(
 REPORT_FIELDS = frozenset({"name", "action", "reason", "size", "version", "at"})
 #: Fields ``set_sync_state`` may set (``updated_at`` is always set to now).
 SYNC_STATE_FIELDS = frozenset(
-    {"verified_at", "job_id", "source_objects", "source_bytes", "last_job_id", "last_job_state"}
+    {"verified_at", "job_id", "source_objects", "source_bytes", "last_job_id", "last_job_state",
+     "feed_source", "feed_cursor"}
 )
 
 #: Names per ``IN (...)`` list in :meth:`JobsMixin.reported_names` (far below any bind limit).
@@ -453,7 +454,8 @@ class JobsMixin:
     def set_sync_state(self, bucket: str, **fields: Any) -> dict[str, Any]:
         """Create or update the sync state of ``bucket``: sets only the given fields among
         ``verified_at`` (datetime or ISO string), ``job_id``, ``source_objects``,
-        ``source_bytes``, ``last_job_id``, ``last_job_state`` (None clears one), and always
+        ``source_bytes``, ``last_job_id``, ``last_job_state``, ``feed_source``, ``feed_cursor``
+        (None clears one), and always
         ``updated_at`` = now. Returns the whole row."""
         _text("bucket", bucket, BUCKET_MAX_LEN)
         _unknown("sync state", fields, SYNC_STATE_FIELDS)
@@ -461,8 +463,10 @@ class JobsMixin:
         for key, value in fields.items():
             if key == "verified_at":
                 values[key] = _when("verified_at", value)
-            elif key in ("source_objects", "source_bytes"):
-                values[key] = _count(key, value)
+            elif key in ("source_objects", "source_bytes", "feed_cursor"):
+                values[key] = None if value is None else _count(key, value)
+            elif key == "feed_source":
+                values[key] = None if value is None else _text(key, value, BUCKET_MAX_LEN)
             elif key == "last_job_state":
                 values[key] = None if value is None else _choice(key, value, JOB_STATES)
             else:  # job_id, last_job_id

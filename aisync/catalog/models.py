@@ -196,6 +196,9 @@ class BucketSyncState(Base):
     last_job_id: Mapped[str | None] = mapped_column(sa.String(JOB_ID_MAX_LEN), nullable=True)
     last_job_state: Mapped[str | None] = mapped_column(sa.String(WORD_MAX_LEN), nullable=True)
     updated_at: Mapped[datetime] = _timestamp(nullable=False)
+    #: The bucket whose change feed a sync follows into this one, and how far it has applied.
+    feed_source: Mapped[str | None] = mapped_column(sa.String(BUCKET_MAX_LEN), nullable=True)
+    feed_cursor: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
 
     def __repr__(self) -> str:
         return f"BucketSyncState(bucket={self.bucket!r}, verified_at={self.verified_at!r})"

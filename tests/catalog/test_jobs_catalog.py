@@ -48,8 +48,8 @@ def _count_reports(cat: Catalog, job_id: str | None = None) -> int:
 
 
 def test_head_creates_sync_tables(catalog: Catalog) -> None:
-    assert head_revision() == "0002"
-    assert catalog.current_revision() == "0002"
+    assert head_revision() == "0003"
+    assert catalog.current_revision() == "0003"
     insp = sa.inspect(catalog.engine)
     assert SYNC_TABLES <= set(insp.get_table_names())
     assert {i["name"] for i in insp.get_indexes("jobs")} == {"ix_jobs_state", "ix_jobs_created_at"}
@@ -70,7 +70,7 @@ def test_downgrade_to_0001_and_upgrade_again(catalog: Catalog) -> None:
     assert not SYNC_TABLES & tables and "documents" in tables
     assert catalog.latest_document("cluster_map") == (1, {"n": 1})  # 0001's data survives
     catalog.upgrade()
-    assert catalog.current_revision() == "0002"
+    assert catalog.current_revision() == "0003"
     with pytest.raises(JobNotFound):  # tables really recreated, empty
         catalog.get_job("j1")
     catalog.create_job(_job())
@@ -557,3 +557,18 @@ def test_records_persist_across_catalog_instances(two_catalogs: tuple[Catalog, C
     assert second.get_job("j1")["dry_run"] is True
     assert second.report_page("j1")[0]["size"] == 2**40
     assert second.get_sync_state("aws/datasets")["source_objects"] == 1  # type: ignore[index]
+
+
+def test_feed_cursor_in_sync_state(catalog: Catalog) -> None:
+    row = catalog.set_sync_state("ais/ckpt", feed_source="ais://@zone-a/ckpt",
+                                 feed_cursor=1_795_000_000_000_000_000)
+    assert row["feed_cursor"] == 1_795_000_000_000_000_000
+    assert row["feed_source"] == "ais://@zone-a/ckpt"
+    row = catalog.set_sync_state("ais/ckpt", last_job_id="j9")
+    assert row["feed_cursor"] == 1_795_000_000_000_000_000  # untouched by other updates
+    assert catalog.set_sync_state("ais/ckpt", feed_cursor=None)["feed_cursor"] is None
+    with pytest.raises(InvalidArgument):
+        catalog.set_sync_state("ais/ckpt", feed_cursor=-1)
+    catalog.downgrade("0002")
+    catalog.upgrade()
+    assert catalog.get_sync_state("ais/ckpt")["feed_cursor"] is None
