@@ -132,6 +132,16 @@ class ProxyJobs:
             raise InvalidArgument(f"{src.ref} is not a cached bucket: nothing to evict")
         return spec.model_copy(update=changes)
 
+    async def _register_remote_buckets(self, spec: JobSpec) -> None:
+        """``ais://@alias/name`` buckets of attached remotes are registered on first use."""
+        for uri in (spec.bucket, spec.destination):
+            if uri and "://@" in uri:
+                try:
+                    ref, _ = parse_uri(uri)
+                except ValueError as exc:
+                    raise InvalidArgument(f"bad bucket {uri!r}: {exc}") from None
+                await self.node.remotes.ensure_bucket(ref)
+
     # -- JobPorts --
     async def source_listing(self, spec: JobSpec, start_after: str | None
                              ) -> AsyncIterator[ListEntry]:
@@ -237,6 +247,55 @@ class ProxyJobs:
 
         await asyncio.gather(*(one(t.url) for t in cmap.active_targets))
 
+    # -- change feeds (a remote ais:// bucket as the source) --
+    def _feed_source(self, spec: JobSpec) -> tuple[list[str], str] | None:
+        src = self._bucket(spec.bucket)
+        if src.provider != "ais" or not src.namespace:
+            return None
+        return self.node.remote_urls(src.namespace), src.name
+
+    async def _feed_get(self, spec: JobSpec, query: dict[str, str]) -> dict[str, Any]:
+        feed = self._feed_source(spec)
+        assert feed is not None and self.node.session is not None
+        urls, name = feed
+        last: Exception | None = None
+        for url in urls:  # failover between the remote's proxies
+            try:
+                async with self.node.session.get(
+                        f"{url}/v1/buckets/{name}/changes", params=query,
+                        timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                    body = await resp.json()
+                    if resp.status != 200:
+                        raise error_from_dict(resp.status, body)
+                    return body
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                last = exc
+        raise NodeUnavailable(f"the change feed of {spec.bucket} is unreachable: {last}")
+
+    async def feed_cursor(self, spec: JobSpec) -> int | None:
+        if self._feed_source(spec) is None:
+            return None
+        dest = self._bucket(spec.destination or spec.bucket).ref.uname
+        state = await self.node.run_blocking(self.node.catalog.get_sync_state, dest)
+        if not state or state.get("feed_source") != spec.bucket:
+            return None
+        return state.get("feed_cursor")
+
+    async def feed_head(self, spec: JobSpec) -> int | None:
+        if self._feed_source(spec) is None:
+            return None
+        return int((await self._feed_get(spec, {}))["next"])
+
+    async def feed_page(self, spec: JobSpec, since: int
+                        ) -> tuple[list[dict[str, Any]], int, bool]:
+        page = await self._feed_get(spec, {"since": str(since), "limit": str(PAGE)})
+        return page["changes"], int(page["next"]), bool(page["more"])
+
+    async def save_feed_cursor(self, spec: JobSpec, cursor: int) -> None:
+        dest = self._bucket(spec.destination or spec.bucket).ref.uname
+        await self.node.run_blocking(lambda: self.node.catalog.set_sync_state(
+            dest, feed_source=spec.bucket, feed_cursor=cursor))
+
     async def finished(self, job: dict[str, Any], spec: JobSpec,
                        verified_at: datetime | None) -> None:
         props = self._bucket(spec.destination or spec.bucket)
@@ -294,7 +353,9 @@ class ProxyJobs:
     async def handle_start(self, request: web.BaseRequest) -> web.Response:
         if (fwd := await self._forwarded(request)) is not None:
             return fwd
-        spec = self._normalized(parse_spec(await json_object(request, "job")))
+        spec = parse_spec(await json_object(request, "job"))
+        await self._register_remote_buckets(spec)
+        spec = self._normalized(spec)
         if spec.destination is None and spec.kind != "evict":
             await self.node.sources.backend_for(self._bucket(spec.bucket))  # config errors now
         job = await self._runner().submit(spec)
@@ -348,6 +409,7 @@ class ProxyJobs:
         body = await json_object(request, "schedule")
         replace = bool(body.pop("replace", False))
         spec = parse_schedule(body)
+        await self._register_remote_buckets(spec.job)
         spec = spec.model_copy(update={"job": self._normalized(spec.job)})
         assert self.node.primary is not None
         await self.node.primary.put_schedule(spec.name, spec.model_dump(mode="json"),

@@ -49,7 +49,7 @@ from aisync.backends.base import ListEntry, VersionToken
 from aisync.catalog import Catalog
 from aisync.sync.diff import Change, DeleteSpool, MaxDelete, decide_deletes, merge_diff
 from aisync.sync.limits import backoff_delays, is_transient
-from aisync.util.errors import AisyncError, describe_validation
+from aisync.util.errors import AisyncError, ChangeFeedGap, describe_validation
 
 log = logging.getLogger("aisync.jobs")
 
@@ -117,6 +117,20 @@ class JobPorts(Protocol):
 
     async def settle_on_targets(self, job_id: str) -> None: ...
 
+    async def feed_cursor(self, spec: JobSpec) -> int | None:
+        """Where the last feed-driven sync of this source into this destination stopped, or
+        None when the source has no change feed (or no sync ran yet)."""
+
+    async def feed_head(self, spec: JobSpec) -> int | None:
+        """The source feed's current head (None: the source has no change feed)."""
+
+    async def feed_page(self, spec: JobSpec, since: int
+                        ) -> tuple[list[dict[str, Any]], int, bool]:
+        """Changes after ``since``: (changes, next cursor, more); ``ChangeFeedGap`` when the
+        feed no longer reaches back to ``since``."""
+
+    async def save_feed_cursor(self, spec: JobSpec, cursor: int) -> None: ...
+
     async def finished(self, job: dict[str, Any], spec: JobSpec, verified_at: datetime | None
                        ) -> None: ...
 
@@ -124,8 +138,8 @@ class JobPorts(Protocol):
 class Progress:
     """Counters of one job; ``as_dict`` is what the API shows."""
 
-    FIELDS = ("listed", "unchanged", "planned", "added", "updated", "deleted", "evicted",
-              "skipped", "failed", "bytes")
+    FIELDS = ("listed", "unchanged", "planned", "added", "updated", "copied", "deleted",
+              "evicted", "skipped", "failed", "bytes")
 
     def __init__(self, saved: dict[str, Any] | None = None) -> None:
         saved = saved or {}
@@ -137,7 +151,8 @@ class Progress:
 
     def done_objects(self) -> int:
         c = self.counts
-        return c["added"] + c["updated"] + c["deleted"] + c["evicted"] + c["skipped"] + c["failed"]
+        return (c["added"] + c["updated"] + c["copied"] + c["deleted"] + c["evicted"]
+                + c["skipped"] + c["failed"])
 
     def as_dict(self) -> dict[str, Any]:
         elapsed = max(time.monotonic() - self.started, 1e-6)
@@ -352,10 +367,66 @@ class _JobRun:
         spec = self.spec
         if self.job.get("started_at"):  # resumed: let batches of the interrupted run finish
             await self.ports.settle_on_targets(self.job_id)
-        listing_started = _now()
         if spec.kind == "evict":
             await self._evict()
             return None
+        if spec.kind == "sync" and not spec.dry_run:
+            cursor = await self.ports.feed_cursor(spec)
+            if cursor is not None:
+                try:
+                    return await self._follow_feed(cursor)
+                except ChangeFeedGap as gap:
+                    self.progress.note = f"change feed gap ({gap.message}): listed instead"
+                    log.info("job %s: %s", self.job_id, self.progress.note)
+            head = await self.ports.feed_head(spec)  # before listing: replayed changes are
+            verified = await self._list_and_diff()    # idempotent, missed ones are not
+            if head is not None and not self.progress.counts["failed"] and not spec.prefix:
+                await self.ports.save_feed_cursor(spec, head)
+            return verified
+        return await self._list_and_diff()
+
+    async def _follow_feed(self, cursor: int) -> datetime | None:
+        """Apply the source's changes after ``cursor``, page by page (each page drained before
+        the next, so a name's later change never overtakes an earlier one); the cursor is saved
+        after every page, so an interrupted job resumes where it stopped."""
+        spec, counts = self.spec, self.progress.counts
+        self.progress.note = "following the source's change feed"
+        while True:
+            changes, cursor_next, more = await self.ports.feed_page(spec, cursor)
+            last: dict[str, dict[str, Any]] = {}
+            for change in changes:  # the newest change of each name wins
+                if change["name"].startswith(spec.prefix):
+                    last[change["name"]] = change
+            for name, change in last.items():
+                counts["listed"] += 1
+                counts["planned"] += 1
+                if change["op"] == "delete":
+                    await self._queue({"op": "delete", "name": name, "outcome": "deleted",
+                                       "reason": f"deleted at the source (feed {change['seq']})"},
+                                      ordered=False)
+                else:
+                    checksum = change.get("checksum") or ""
+                    version = {"size": change.get("size") or 0,
+                               "etag": checksum.partition(":")[2] or None}
+                    op = "copy" if spec.destination else "fetch"
+                    await self._queue({"op": op, "name": name, "version": version,
+                                       "outcome": "copied",
+                                       "reason": f"changed at the source (feed {change['seq']})"},
+                                      ordered=False)
+            await self._drain()
+            cursor = cursor_next
+            if not self.progress.counts["failed"]:
+                await self.ports.save_feed_cursor(spec, cursor)
+            await self.save()
+            if not more:
+                break
+        if self.progress.counts["failed"] or spec.prefix:
+            return None
+        return datetime.fromtimestamp(cursor / 1e9, UTC)
+
+    async def _list_and_diff(self) -> datetime | None:
+        spec = self.spec
+        listing_started = _now()
         spool_dir = self.runner.spool_dir
         spool_dir.mkdir(parents=True, exist_ok=True)
         with DeleteSpool(spool_dir) as spool:

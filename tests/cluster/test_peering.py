@@ -154,3 +154,53 @@ def test_remote_cli(zone_a, zone_b, attached):
     missing = aisync("remote", "detach", "nowhere")
     assert missing.exit_code == 1 and "nowhere" in missing.output
     assert aisync("remote", "--help").exit_code == 0
+
+
+def run_job(cluster, **spec) -> dict:
+    status, job = call(cluster, "POST", "/v1/jobs", spec)
+    assert status == 201, job
+
+    def done():
+        job_now = call(cluster, "GET", f"/v1/jobs/{job['id']}?wait=20")[1]
+        return job_now if job_now["state"] in ("succeeded", "failed", "aborted") else None
+    return wait_for(done, 120, f"job {job['id']}")
+
+
+def contents(client, uri: str) -> dict[str, str]:
+    return {o.name: o.checksum for o in client.iter_objects(uri)}
+
+
+def test_sync_between_zones_follows_the_change_feed_and_falls_back_on_a_gap(
+        zone_a, zone_b, attached):
+    name = f"ckpt-{uuid.uuid4().hex[:6]}"
+    src, dest = f"ais://@zone-a/{name}", f"ais://{name}-b"
+    with Client(zone_a.endpoint) as a, Client(zone_b.endpoint) as b:
+        a.create_bucket(f"ais://{name}")
+        b.create_bucket(dest)
+        for i in range(12):
+            a.put_object(f"ais://{name}", f"step-{i:03d}.pt", os.urandom(1000 + i))
+        first = run_job(zone_b, kind="sync", bucket=src, destination=dest, delete=True)
+        assert first["state"] == "succeeded" and first["progress"]["added"] == 12, first
+        assert contents(b, dest) == contents(a, f"ais://{name}")
+
+        a.put_object(f"ais://{name}", "step-012.pt", b"new")
+        a.put_object(f"ais://{name}", "step-000.pt", os.urandom(1000))  # same size, new bytes
+        a.delete_object(f"ais://{name}", "step-005.pt")
+        fed = run_job(zone_b, kind="sync", bucket=src, destination=dest, delete=True)
+        assert fed["state"] == "succeeded", fed
+        assert "change feed" in fed["progress"].get("note", ""), fed
+        assert fed["progress"]["listed"] == 3, fed  # only the changes, no listing
+        assert fed["progress"]["copied"] == 2 and fed["progress"]["deleted"] == 1, fed
+        assert contents(b, dest) == contents(a, f"ais://{name}")
+        assert b.get_object(dest, "step-012.pt") == b"new"
+
+        victim = zone_a.targets[0]  # loses its index: the feed no longer reaches back
+        zone_a.kill(victim)
+        zone_a.start_node(victim)
+        wait_for(lambda: zone_a._health(victim) and victim.id in zone_a.active_targets(), 60,
+                 "zone a's target back")
+        a.delete_object(f"ais://{name}", "step-001.pt")
+        fallback = run_job(zone_b, kind="sync", bucket=src, destination=dest, delete=True)
+        assert fallback["state"] == "succeeded", fallback
+        assert "listed instead" in fallback["progress"].get("note", ""), fallback
+        assert contents(b, dest) == contents(a, f"ais://{name}")
