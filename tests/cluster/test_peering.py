@@ -70,7 +70,8 @@ def test_buckets_of_a_remote_read_through_and_write_through(zone_a, zone_b, atta
         a.put_object(f"ais://{name}", "step-900.pt", data)
         remote = f"ais://@zone-a/{name}"
         assert b.get_object(remote, "step-900.pt") == data  # registered on first use
-        assert [o.name for o in b.iter_objects(remote, cached=True)] == ["step-900.pt"]
+        wait_for(lambda: [o.name for o in b.iter_objects(remote, cached=True)]
+                 == ["step-900.pt"], 30, "the copy committed in zone b")
         b.put_object(remote, "from-b.txt", b"written in zone b")  # write-through to zone a
         assert a.get_object(f"ais://{name}", "from-b.txt") == b"written in zone b"
         with pytest.raises(NotFound):
