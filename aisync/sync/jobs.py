@@ -37,65 +37,28 @@ import asyncio
 import collections
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any, Protocol
 
 from aisync.backends.base import ListEntry, VersionToken
 from aisync.catalog import Catalog
 from aisync.sync.diff import Change, DeleteSpool, MaxDelete, decide_deletes, merge_diff
+from aisync.sync.jobspec import FINAL_STATES, JobKind, JobSpec, Progress, new_job_id, parse_spec
 from aisync.sync.limits import backoff_delays, is_transient
-from aisync.util.errors import AisyncError, ChangeFeedGap, describe_validation
+from aisync.util.errors import AisyncError, ChangeFeedGap
 
 log = logging.getLogger("aisync.jobs")
 
-JobKind = Literal["prefetch", "copy", "sync", "evict"]
-FINAL_STATES = frozenset({"succeeded", "failed", "aborted"})
-
-
-class JobSpec(BaseModel):
-    """What a user asked for (``POST /v1/jobs``). Buckets are URIs: ``s3://datasets``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: JobKind
-    bucket: str = Field(description="the bucket read from (evict: the bucket evicted)")
-    destination: str | None = Field(None, description="copy/sync: the bucket written to")
-    prefix: str = ""
-    latest: bool = Field(False, description="prefetch: also re-fetch copies that changed")
-    delete: bool = Field(False, description="sync: remove copies the source no longer has")
-    max_delete: str | None = Field(None, description="cap on deletes: a count or 'N%'")
-    shrink_limit: float = Field(0.5, gt=0, description="refuse deletes above this fraction")
-    dry_run: bool = False
-    keep_metadata: bool = Field(False, description="evict: keep the bucket registered")
-    bandwidth: int | None = Field(None, gt=0, description="bytes/s for the whole job")
-    rate: float | None = Field(None, gt=0, description="object requests/s for the whole job")
-    retries: int = Field(5, ge=1, le=20)
-    batch: int = Field(64, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _check(self) -> JobSpec:
-        if self.kind == "copy" and not self.destination:
-            raise ValueError("a copy job needs a destination bucket")
-        if self.kind in ("prefetch", "evict") and self.destination:
-            raise ValueError(f"a {self.kind} job takes no destination")
-        if self.delete and self.kind != "sync":
-            raise ValueError("--delete applies to sync jobs only")
-        MaxDelete.parse(self.max_delete)
-        return self
-
-
-def new_job_id() -> str:
-    return "j-" + uuid.uuid4().hex[:12]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
+
+__all__ = ["FINAL_STATES", "JobKind", "JobPorts", "JobRunner", "JobSpec", "Progress",
+           "new_job_id", "parse_spec"]
 
 class JobPorts(Protocol):
     """What the planner needs from the cluster (the proxy implements it)."""
@@ -133,36 +96,6 @@ class JobPorts(Protocol):
 
     async def finished(self, job: dict[str, Any], spec: JobSpec, verified_at: datetime | None
                        ) -> None: ...
-
-
-class Progress:
-    """Counters of one job; ``as_dict`` is what the API shows."""
-
-    FIELDS = ("listed", "unchanged", "planned", "added", "updated", "copied", "deleted",
-              "evicted", "skipped", "failed", "bytes")
-
-    def __init__(self, saved: dict[str, Any] | None = None) -> None:
-        saved = saved or {}
-        self.counts = {f: int(saved.get(f, 0)) for f in self.FIELDS}
-        self.started = time.monotonic()
-        self.base_objects = self.done_objects()
-        self.base_bytes = self.counts["bytes"]
-        self.note: str | None = saved.get("note")
-
-    def done_objects(self) -> int:
-        c = self.counts
-        return (c["added"] + c["updated"] + c["copied"] + c["deleted"] + c["evicted"]
-                + c["skipped"] + c["failed"])
-
-    def as_dict(self) -> dict[str, Any]:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        out: dict[str, Any] = dict(self.counts)
-        out["errors"] = self.counts["failed"]
-        out["objects_per_s"] = round((self.done_objects() - self.base_objects) / elapsed, 1)
-        out["bytes_per_s"] = round((self.counts["bytes"] - self.base_bytes) / elapsed)
-        if self.note:
-            out["note"] = self.note
-        return out
 
 
 _ACTION_OF = {  # (job kind, change kind) -> executor op; None: nothing to do
@@ -643,11 +576,3 @@ class _JobRun:
         else:
             counts["failed"] += 1
             self._report(name, "failed", result.get("reason", "unknown error"), None, None)
-
-
-def parse_spec(body: dict[str, Any]) -> JobSpec:
-    """A :class:`JobSpec` from a request body, with errors that name the field."""
-    try:
-        return JobSpec.model_validate(body)
-    except ValueError as exc:
-        raise describe_validation(exc, "invalid job") from None
