@@ -24,6 +24,11 @@ listing error fails the job and deletes nothing.
 it is saved with the progress about once a second. A restarted primary re-runs unfinished jobs
 from their checkpoint; objects finished before the crash compare equal and are not copied again.
 
+**Change feeds.** A sync whose source is a bucket of a remote aisync cluster
+(``ais://@alias/name``) follows that bucket's change feed from the cursor its previous run saved,
+instead of listing; a gap in the feed (the peer lost history) falls back to the listing diff,
+which saves the feed head taken before it listed.
+
 **Version pinning and retries** happen on the targets (:mod:`aisync.sync.executor`): each action
 carries the version the planner compared, and a target reads exactly that version or retries.
 
