@@ -27,7 +27,7 @@ from aiohttp import web
 from aisync.api.common import json_object, page_limit
 from aisync.backends.base import ListEntry, VersionToken
 from aisync.cluster.maps import BucketProps
-from aisync.sync.diff import source_entries
+from aisync.sync.diff import sharded_entries
 from aisync.sync.jobs import FINAL_STATES, JobRunner, JobSpec, parse_spec
 from aisync.sync.schedules import JobScheduler, parse_schedule
 from aisync.util.errors import (
@@ -149,7 +149,7 @@ class ProxyJobs:
         if src.backed:
             backend, bucket = await self.node.sources.backend_for(src)
             after = start_after.encode("utf-8", "surrogatepass") if start_after else None
-            async for entry in source_entries(backend, bucket, spec.prefix):
+            async for entry in sharded_entries(backend, bucket, spec.prefix):
                 if after is None or entry.name.encode("utf-8", "surrogatepass") > after:
                     yield entry
             return

@@ -89,6 +89,16 @@ class ListPage:
     next_token: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LevelPage:
+    """One level of a listing split at ``/``: objects directly under the prefix, and the
+    sub-prefixes (each ending with ``/``), both in key order."""
+
+    entries: list[ListEntry]
+    prefixes: list[str]
+    next_token: str | None = None
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a provider can do beyond the required methods, and how its tokens behave."""
@@ -99,6 +109,7 @@ class Capabilities:
     server_side_copy: bool = False     # ``copy`` is implemented
     checksums: frozenset[str] = field(default_factory=frozenset)  # md5, crc32, crc32c, sha256
     max_page: int = 1000               # largest ``limit`` honoured by ``list_page``
+    level_listing: bool = False        # ``list_level`` is implemented (listing by "folder")
 
 
 class ObjectStream(abc.ABC):
@@ -151,6 +162,12 @@ class Backend(abc.ABC):
 
     async def copy(self, bucket: str, src: str, dst: str) -> VersionToken:
         raise NotSupported(f"{self.provider} does not copy server-side")
+
+    async def list_level(self, bucket: str, prefix: str = "", token: str | None = None,
+                         limit: int = 1000) -> LevelPage:
+        """Optional (``capabilities.level_listing``): one level under ``prefix``, split at
+        ``/``. Lets a caller list sub-prefixes in parallel (S3 scales listing per prefix)."""
+        raise NotSupported(f"{self.provider} does not list by level")
 
     @classmethod
     def from_profile(cls, settings: Mapping[str, Any]) -> Backend:

@@ -70,6 +70,7 @@ from aisync.backends.base import (
     CHUNK,
     Capabilities,
     ErrorTable,
+    LevelPage,
     ListEntry,
     ListPage,
     ObjectStream,
@@ -270,6 +271,7 @@ class S3Backend(ThreadedBackend):
     provider = "s3"
     capabilities = Capabilities(versioned=True, conditional_get=True, conditional_put=False,
                                 server_side_copy=True, checksums=frozenset({"md5"}),
+                                level_listing=True,
                                 max_page=1000)
     ERRORS = ERRORS
 
@@ -558,4 +560,25 @@ class S3Backend(ThreadedBackend):
             return ListPage(entries, entries[-1].name if truncated and entries else None)
 
         return await self.call(_list, what=f"list s3://{bucket}/{prefix}")
+
+    async def list_level(self, bucket: str, prefix: str = "", token: str | None = None,
+                         limit: int = 1000) -> LevelPage:
+        limit = max(1, min(limit, self.capabilities.max_page))
+
+        def _level() -> LevelPage:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": limit,
+                                      "Delimiter": "/"}
+            if token:
+                kwargs["StartAfter"] = token
+            answer = self.client.list_objects_v2(**kwargs)
+            entries = [ListEntry(item["Key"], self.token(item, size=int(item["Size"])))
+                       for item in answer.get("Contents", [])]
+            prefixes = [p["Prefix"] for p in answer.get("CommonPrefixes", [])]
+            last = max([e.name for e in entries[-1:]] + prefixes[-1:], default=None)
+            if last is not None and last.endswith("/") and prefixes and last == prefixes[-1]:
+                last += "\U0010ffff"  # resume after everything under that prefix
+            more = bool(answer.get("IsTruncated")) and last is not None
+            return LevelPage(entries, prefixes, last if more else None)
+
+        return await self.call(_level, what=f"list s3://{bucket}/{prefix} by level")
 

@@ -279,3 +279,21 @@ def test_checksum_helper_ignores_composites():
     assert _checksum(base64.b64encode(digest).decode()) == digest.hex()
     assert _checksum(base64.b64encode(digest).decode() + "-3") is None
     assert _checksum(None) is None
+
+
+@pytest.mark.parametrize("max_level", [10_000, 3])
+async def test_sharded_listing_matches_the_plain_one(backend, admin, plain_bucket, max_level):
+    """Listing sub-prefixes in parallel yields exactly the plain listing, in order (and falls
+    back to it when one level holds too many items)."""
+    from aisync.sync.diff import sharded_entries, source_entries
+
+    keys = ["a", "a.txt", "a/b", "a/c/d", "a0", "b/x", "b/y/", "b/z", "c", "d/e/f/g", "z\u00e9",
+            "\u00e4/1"] + [f"m/{i:03d}" for i in range(25)]
+    for key in keys:
+        admin.put_object(Bucket=plain_bucket, Key=key, Body=b"k")
+    plain = [e.name async for e in source_entries(backend, plain_bucket, "", page=7)]
+    sharded = [e.name async for e in sharded_entries(backend, plain_bucket, "", page=7,
+                                                     concurrency=2, max_level=max_level)]
+    assert sharded == plain == sorted(keys, key=lambda k: k.encode())
+    under = [e.name async for e in sharded_entries(backend, plain_bucket, "b/", page=2)]
+    assert under == ["b/x", "b/y/", "b/z"]
