@@ -120,6 +120,10 @@ class ProxyJobs:
         src = self._bucket(spec.bucket)
         changes: dict[str, Any] = {"bucket": str(src.ref),
                                    "prefix": validate_prefix(spec.prefix)}
+        for alias in spec.peers:
+            self.node.remote_urls(alias)  # RemoteNotFound names an unknown --from
+        if spec.peers and (spec.kind != "prefetch" and spec.kind != "sync"):
+            raise InvalidArgument("--from applies to prefetch and sync jobs")
         if spec.destination is not None:
             dest = self._bucket(spec.destination)
             if dest.ref == src.ref:

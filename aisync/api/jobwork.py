@@ -73,6 +73,9 @@ class TargetJobs:
         sources = self.node.sources
         if spec.destination is None:  # the bucket's own cache
             source = await sources.backend_for(src) if src.backed else None
+            peers = spec.peers or src.peers
+            if source is not None and peers and not src.namespace:  # peer-first (--from)
+                source = (self.node._peer_first(source[0], src, peers), source[1])
             return src.ref.uname, BatchContext(dest_bucket=src.ref.uname, source=source,
                                                source_uri=spec.bucket, **share)
         dest = self._props(spec.destination)

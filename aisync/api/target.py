@@ -282,9 +282,10 @@ class TargetNode(NodeRuntime):
             raise
         return ColdResponse(fetch, offset, count, status=status, headers=headers)
 
-    def _peer_first(self, backend: Backend, props: BucketProps) -> PeerFirst:
+    def _peer_first(self, backend: Backend, props: BucketProps,
+                    aliases: list[str] | None = None) -> PeerFirst:
         peers = []
-        for alias in props.peers:
+        for alias in aliases or props.peers:
             try:
                 peers.append(Peer(alias, tuple(self.remote_urls(alias))))
             except RemoteNotFound:

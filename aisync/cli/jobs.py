@@ -116,6 +116,9 @@ def job_options(func: Callable) -> Callable:
                      help="Object requests per second for the whole job."),
         click.option("--retries", type=click.IntRange(1, 20), default=None, metavar="N",
                      help="Attempts per object (default 5)."),
+        click.option("--from", "peers", multiple=True, metavar="ZONE",
+                     help="prefetch/sync: read from this attached remote cluster's copies "
+                     "first (repeatable); the source serves what it does not hold current."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -126,7 +129,7 @@ def build_spec(kind: str, bucket: str, dest: str | None, *, prefix: str = "",
                latest: bool = False, delete: bool = False, max_delete: str | None = None,
                keep_metadata: bool = False, bandwidth: str | None = None,
                rate: float | None = None, retries: int | None = None,
-               dry_run: bool = False) -> dict[str, Any]:
+               dry_run: bool = False, peers: tuple[str, ...] = ()) -> dict[str, Any]:
     """The job spec of the command line, with usage errors found before the server is asked."""
     src = bucket_arg(bucket)
     if kind == "copy" and not dest:
@@ -135,6 +138,8 @@ def build_spec(kind: str, bucket: str, dest: str | None, *, prefix: str = "",
         raise UsageFailure(f"a {kind} job takes no destination (got {dest!r})")
     if delete and kind != "sync":
         raise UsageFailure("--delete applies to sync jobs only")
+    if peers and kind not in ("prefetch", "sync"):
+        raise UsageFailure("--from applies to prefetch and sync jobs")
     if max_delete is not None and not _MAX_DELETE.match(max_delete):
         raise UsageFailure(f"--max-delete takes a count or a percentage (100 or 1%), "
                            f"not {max_delete!r}")
@@ -153,6 +158,8 @@ def build_spec(kind: str, bucket: str, dest: str | None, *, prefix: str = "",
                 "max_delete": max_delete.strip() if max_delete else None,
                 "bandwidth": per_second, "rate": rate, "retries": retries}
     spec.update({k: v for k, v in optional.items() if v is not None})
+    if peers:
+        spec["peers"] = list(peers)
     return spec
 
 

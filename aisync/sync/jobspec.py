@@ -31,6 +31,8 @@ class JobSpec(BaseModel):
     shrink_limit: float = Field(0.5, gt=0, description="refuse deletes above this fraction")
     dry_run: bool = False
     keep_metadata: bool = Field(False, description="evict: keep the bucket registered")
+    peers: list[str] = Field(default_factory=list, description="remote clusters to read from "
+                             "first (``--from zone-a``); default: the bucket's own peers")
     bandwidth: int | None = Field(None, gt=0, description="bytes/s for the whole job")
     rate: float | None = Field(None, gt=0, description="object requests/s for the whole job")
     retries: int = Field(5, ge=1, le=20)

@@ -233,3 +233,34 @@ def test_a_peer_that_is_down_falls_back_to_the_source(zone_b, tmp_path):
     status, listing = call(zone_b, "GET", "/v1/remotes")
     (view,) = [r for r in listing["remotes"] if r["alias"] == "zone-c"]
     assert not view["reachable"]
+
+
+def test_prefetch_from_a_peer_warms_a_dataset_in_another_zone(zone_a, zone_b, attached,
+                                                              tmp_path):
+    share = tmp_path / "dataset"
+    share.mkdir()
+    for i in range(10):
+        replace(share / f"train-{i}.bin", os.urandom(50_000))
+    name = f"ds-{uuid.uuid4().hex[:6]}"
+    with Client(zone_a.endpoint) as a, Client(zone_b.endpoint) as b:
+        a.create_bucket(f"fs://{name}", settings={"path": str(share)})
+        b.create_bucket(f"fs://{name}", settings={"path": str(share)})
+        assert run_job(zone_a, kind="prefetch", bucket=f"fs://{name}")["progress"]["added"] == 10
+        replace(share / "train-3.bin", b"changed since zone a cached it")
+        before = peer_stats(zone_b)
+        from click.testing import CliRunner
+
+        from aisync.cli.main import cli
+        result = CliRunner().invoke(cli, ["--endpoint", zone_b.endpoint, "job", "start",
+                                          "prefetch", f"fs://{name}", "--from", "zone-a",
+                                          "--no-progress"])
+        assert result.exit_code == 0, result.output
+        after = peer_stats(zone_b)
+        assert after["peer_hits"] - before["peer_hits"] == 9  # the stale one came from source
+        assert after["bytes_from_peers"] - before["bytes_from_peers"] == 9 * 50_000
+        for i in range(10):
+            assert b.get_object(f"fs://{name}", f"train-{i}.bin") == \
+                (share / f"train-{i}.bin").read_bytes()
+    bad = CliRunner().invoke(cli, ["--endpoint", zone_b.endpoint, "job", "start", "evict",
+                                   f"fs://{name}", "--from", "zone-a"])
+    assert bad.exit_code == 2 and "--from" in bad.output
