@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,3 +240,45 @@ class LocalCluster:
         self.stop()
         if errors and exc[0] is None:
             raise AssertionError("nodes logged unhandled exceptions:\n" + "\n".join(errors))
+
+
+# -- the job API, shared by the sync-engine tests --
+
+FINAL_JOB_STATES = ("succeeded", "failed", "aborted")
+
+
+def api(cluster: LocalCluster, method: str, path: str, body: dict | None = None,
+        timeout: float = 60.0) -> tuple[int, dict]:
+    """One JSON call to the cluster's endpoint: (status, answer)."""
+    data = json.dumps(body).encode() if body is not None else None
+    return http_json(f"{cluster.endpoint}{path}", method, data, timeout=timeout)
+
+
+def wait_job(cluster: LocalCluster, job_id: str, timeout: float = 120) -> dict:
+    """The job once finished (long-polling ``?wait=``)."""
+    def done() -> dict | None:
+        status, job = api(cluster, "GET", f"/v1/jobs/{job_id}?wait=20", timeout=40)
+        assert status == 200, job
+        return job if job["state"] in FINAL_JOB_STATES else None
+    return wait_for(done, timeout, f"job {job_id}")
+
+
+def run_job(cluster: LocalCluster, **spec) -> dict:
+    """Start a job (``POST /v1/jobs``) and return it finished."""
+    status, job = api(cluster, "POST", "/v1/jobs", spec)
+    assert status == 201, job
+    return wait_job(cluster, job["id"])
+
+
+def job_report(cluster: LocalCluster, job_id: str) -> dict[str, tuple[str, str | None]]:
+    """Every report row of a job: name -> (action, reason)."""
+    rows: dict[str, tuple[str, str | None]] = {}
+    after = ""
+    while True:
+        query = "limit=500" + (f"&after={urllib.parse.quote(after)}" if after else "")
+        status, page = api(cluster, "GET", f"/v1/jobs/{job_id}/report?{query}")
+        assert status == 200, page
+        rows.update({r["name"]: (r["action"], r["reason"]) for r in page["entries"]})
+        if not page["next_token"]:
+            return rows
+        after = page["next_token"]

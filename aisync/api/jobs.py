@@ -220,36 +220,29 @@ class ProxyJobs:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise NodeUnavailable(f"target {target} did not run the batch: {exc}") from exc
 
-    async def abort_on_targets(self, job_id: str) -> None:
+    async def _tell_targets(self, job_id: str, verb: str, timeout: float) -> None:
+        """``POST /v1/jobs/{job}/{verb}`` on every active target; an unreachable one is
+        skipped (it runs nothing of the job)."""
         cmap, session = self.node.state.cmap, self.node.session
         if cmap is None or session is None:
             return
 
         async def one(url: str) -> None:
             try:
-                async with session.post(f"{url}/v1/jobs/{job_id}/abort",
-                                        timeout=aiohttp.ClientTimeout(total=5)):
+                async with session.post(f"{url}/v1/jobs/{job_id}/{verb}",
+                                        timeout=aiohttp.ClientTimeout(total=timeout)):
                     pass
             except (aiohttp.ClientError, TimeoutError):
                 pass
 
         await asyncio.gather(*(one(t.url) for t in cmap.active_targets))
 
+    async def abort_on_targets(self, job_id: str) -> None:
+        await self._tell_targets(job_id, "abort", 5)
+
     async def settle_on_targets(self, job_id: str) -> None:
         """Wait until no target still runs a batch of ``job_id`` (from before a restart)."""
-        cmap, session = self.node.state.cmap, self.node.session
-        if cmap is None or session is None:
-            return
-
-        async def one(url: str) -> None:
-            try:
-                async with session.post(f"{url}/v1/jobs/{job_id}/settle",
-                                        timeout=aiohttp.ClientTimeout(total=600)):
-                    pass
-            except (aiohttp.ClientError, TimeoutError):
-                pass  # an unreachable target runs nothing
-
-        await asyncio.gather(*(one(t.url) for t in cmap.active_targets))
+        await self._tell_targets(job_id, "settle", 600)
 
     # -- change feeds (a remote ais:// bucket as the source) --
     def _feed_source(self, spec: JobSpec) -> tuple[list[str], str] | None:

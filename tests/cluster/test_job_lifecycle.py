@@ -7,14 +7,14 @@ waits on observable state (job progress, schedule runs), never on sleeps.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 
 import pytest
 
 from aisync.client import Client
-from tests.harness import LocalCluster, http_json, wait_for
+from tests.harness import LocalCluster, http_json, wait_for, wait_job
+from tests.harness import api as call
 
 OBJECTS = 24
 SIZE = 64 * 1024
@@ -32,21 +32,10 @@ def client(cluster):
         yield c
 
 
-def call(cluster, method: str, path: str, body: dict | None = None,
-         timeout: float = 60.0) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    return http_json(f"{cluster.endpoint}{path}", method, data, timeout=timeout)
-
-
 def job_state(cluster, job_id: str) -> dict:
     status, job = call(cluster, "GET", f"/v1/jobs/{job_id}")
     assert status == 200, job
     return job
-
-
-def wait_job(cluster, job_id: str, timeout: float = 120) -> dict:
-    return wait_for(lambda: (lambda j: j if j["state"] in ("succeeded", "failed", "aborted")
-                             else None)(job_state(cluster, job_id)), timeout, f"job {job_id}")
 
 
 def transferred(cluster) -> int:

@@ -3,7 +3,6 @@ and peer-first reads of a cloud bucket both zones cache (an fs:// source both ca
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.request
 import uuid
@@ -12,7 +11,8 @@ import pytest
 
 from aisync.client import Client
 from aisync.util.errors import NotFound
-from tests.harness import LocalCluster, http_json, wait_for
+from tests.harness import LocalCluster, http_json, run_job, wait_for
+from tests.harness import api as call
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,6 @@ def zone_a():
 def zone_b():
     with LocalCluster(targets=2, extra={"cluster": {"name": "zone-b"}}) as c:
         yield c
-
-
-def call(cluster, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    return http_json(f"{cluster.endpoint}{path}", method, data, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -155,16 +150,6 @@ def test_remote_cli(zone_a, zone_b, attached):
     missing = aisync("remote", "detach", "nowhere")
     assert missing.exit_code == 1 and "nowhere" in missing.output
     assert aisync("remote", "--help").exit_code == 0
-
-
-def run_job(cluster, **spec) -> dict:
-    status, job = call(cluster, "POST", "/v1/jobs", spec)
-    assert status == 201, job
-
-    def done():
-        job_now = call(cluster, "GET", f"/v1/jobs/{job['id']}?wait=20")[1]
-        return job_now if job_now["state"] in ("succeeded", "failed", "aborted") else None
-    return wait_for(done, 120, f"job {job['id']}")
 
 
 def contents(client, uri: str) -> dict[str, str]:

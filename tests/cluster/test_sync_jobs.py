@@ -7,7 +7,6 @@ bucket on a moto server (versioned, so a job can pin the version it compared).
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.request
 import uuid
@@ -17,7 +16,9 @@ import pytest
 from aisync.client import Client
 from aisync.util.errors import NotFound, ObjectNotFound
 from tests.backends.moto_server import CREDENTIALS, admin_client, running_moto
-from tests.harness import LocalCluster, http_json, wait_for
+from tests.harness import LocalCluster, http_json, run_job, wait_for
+from tests.harness import api as call
+from tests.harness import job_report as report
 
 
 @pytest.fixture(scope="module")
@@ -38,37 +39,6 @@ def cluster(request, moto):
 def client(cluster):
     with Client(cluster.endpoint) as c:
         yield c
-
-
-def call(cluster, method: str, path: str, body: dict | None = None,
-         timeout: float = 60.0) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    return http_json(f"{cluster.endpoint}{path}", method, data, timeout=timeout)
-
-
-def run_job(cluster, **spec) -> dict:
-    status, job = call(cluster, "POST", "/v1/jobs", spec)
-    assert status == 201, job
-    for _ in range(120):  # each call long-polls up to 30 s
-        status, job = call(cluster, "GET", f"/v1/jobs/{job['id']}?wait=30", timeout=40)
-        assert status == 200, job
-        if job["state"] in ("succeeded", "failed", "aborted"):
-            return job
-    raise AssertionError(f"job did not finish: {job}")
-
-
-def report(cluster, job_id: str) -> dict[str, tuple[str, str | None]]:
-    rows: dict[str, tuple[str, str | None]] = {}
-    after = ""
-    while True:
-        status, page = call(cluster, "GET", f"/v1/jobs/{job_id}/report?limit=500"
-                            + (f"&after={after}" if after else ""))
-        assert status == 200, page
-        for row in page["entries"]:
-            rows[row["name"]] = (row["action"], row["reason"])
-        if not page["next_token"]:
-            return rows
-        after = page["next_token"]
 
 
 def get_latest(cluster, uri: str, name: str) -> bytes:

@@ -14,10 +14,8 @@ interleaves validated reads and sync jobs, and checks after every step:
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import urllib.request
 import uuid
 
 import pytest
@@ -26,7 +24,7 @@ import xxhash
 from aisync.client import Client
 from aisync.util.errors import ObjectNotFound
 from tests.backends.moto_server import CREDENTIALS, admin_client, running_moto
-from tests.harness import LocalCluster, http_json, wait_for
+from tests.harness import LocalCluster, api, job_report, wait_for, wait_job
 
 SEEDS = [11, 29]
 STEPS = 60
@@ -92,8 +90,7 @@ def source(request, client, tmp_path, moto):
 
 
 def call(cluster, method: str, path: str, body: dict | None = None) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    status, answer = http_json(f"{cluster.endpoint}{path}", method, data, timeout=60)
+    status, answer = api(cluster, method, path, body)
     assert status in (200, 201), answer
     return answer
 
@@ -103,22 +100,8 @@ def start_job(cluster, uri: str, **extra) -> str:
                                               "shrink_limit": 1.0, **extra})["id"]
 
 
-def finish(cluster, job_id: str) -> dict:
-    def done():
-        job = call(cluster, "GET", f"/v1/jobs/{job_id}?wait=20")
-        return job if job["state"] in ("succeeded", "failed", "aborted") else None
-    return wait_for(done, 120, f"job {job_id}")
-
-
 def report(cluster, job_id: str) -> dict[str, str]:
-    rows, after = {}, ""
-    while True:
-        page = call(cluster, "GET", f"/v1/jobs/{job_id}/report?limit=1000"
-                    + (f"&after={urllib.request.quote(after)}" if after else ""))
-        rows.update({r["name"]: r["action"] for r in page["entries"]})
-        if not page["next_token"]:
-            return rows
-        after = page["next_token"]
+    return {name: action for name, (action, _) in job_report(cluster, job_id).items()}
 
 
 def cached(client, uri: str) -> dict[str, str]:
@@ -175,13 +158,13 @@ def test_random_out_of_band_changes_reads_and_syncs(cluster, client, source, see
             expected = {n: "added" for n in model if n not in cache}
             expected.update({n: "updated" for n in model if n in cache and cache[n] != model[n]})
             expected.update({n: "deleted" for n in cache if n not in model})
-            job = finish(cluster, start_job(cluster, uri))
+            job = wait_job(cluster, start_job(cluster, uri))
             assert job["state"] == "succeeded", (where, job)
             assert report(cluster, job["id"]) == expected, where
             cache = dict(model)
             assert cached(client, uri) == {n: digest(d) for n, d in model.items()}, where
 
-    job = finish(cluster, start_job(cluster, uri))
+    job = wait_job(cluster, start_job(cluster, uri))
     assert job["state"] == "succeeded", job
     assert cached(client, uri) == {n: digest(d) for n, d in model.items()}
 
@@ -201,11 +184,11 @@ def test_objects_changing_during_a_sync_are_never_mixed(cluster, client, source)
     for name in rng.sample(sorted(versions), 10):
         versions[name].append(rng.randbytes(64 * 1024))
         source.put(name, versions[name][-1])
-    job = finish(cluster, job_id)
+    job = wait_job(cluster, job_id)
     assert job["state"] == "succeeded", job
     held = cached(client, uri)
     for name, history in versions.items():
         assert held[name] in {digest(v) for v in history}, name  # one whole version
-    job = finish(cluster, start_job(cluster, uri))
+    job = wait_job(cluster, start_job(cluster, uri))
     assert job["state"] == "succeeded", job
     assert cached(client, uri) == {n: digest(v[-1]) for n, v in versions.items()}
