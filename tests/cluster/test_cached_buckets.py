@@ -13,27 +13,18 @@ import xxhash
 
 from aisync.client import Client
 from aisync.util.errors import ConfigError, NotFound, ObjectNotFound
-from tests.backends.moto_server import CREDENTIALS, admin_client, running_moto
-from tests.harness import LocalCluster, http_json
+from tests.backends.moto_server import admin_client
+from tests.harness import http_json
 
 
 @pytest.fixture(scope="module")
-def moto():
-    with running_moto() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
-def cluster(moto):
-    profile = {"provider": "s3", "endpoint_url": moto, **CREDENTIALS}
-    with LocalCluster(targets=3, extra={"backends": {"lab": profile}}) as c:
-        yield c
+def cluster(lab_cluster):
+    return lab_cluster
 
 
 @pytest.fixture
-def client(cluster):
-    with Client(cluster.endpoint) as c:
-        yield c
+def client(lab_client):
+    return lab_client
 
 
 def backend_gets(cluster) -> int:

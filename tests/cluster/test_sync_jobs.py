@@ -15,22 +15,16 @@ import pytest
 
 from aisync.client import Client
 from aisync.util.errors import NotFound, ObjectNotFound
-from tests.backends.moto_server import CREDENTIALS, admin_client, running_moto
+from tests.backends.moto_server import admin_client
+from tests.cluster.conftest import lab_profile
 from tests.harness import LocalCluster, http_json, run_job, wait_for
 from tests.harness import api as call
 from tests.harness import job_report as report
 
 
-@pytest.fixture(scope="module")
-def moto():
-    with running_moto() as endpoint:
-        yield endpoint
-
-
 @pytest.fixture(scope="module", params=[0, 1], ids=["one-process", "read-workers"])
 def cluster(request, moto):
-    profile = {"provider": "s3", "endpoint_url": moto, **CREDENTIALS}
-    with LocalCluster(targets=3, extra={"backends": {"lab": profile},
+    with LocalCluster(targets=3, extra={"backends": lab_profile(moto),
                                         "http": {"read_workers": request.param}}) as c:
         yield c
 
