@@ -249,3 +249,30 @@ def test_prefetch_from_a_peer_warms_a_dataset_in_another_zone(zone_a, zone_b, at
     bad = CliRunner().invoke(cli, ["--endpoint", zone_b.endpoint, "job", "start", "evict",
                                    f"fs://{name}", "--from", "zone-a"])
     assert bad.exit_code == 2 and "--from" in bad.output
+
+
+def test_checkpoints_written_in_a_reach_b_through_a_scheduled_feed_sync(zone_a, zone_b,
+                                                                        attached):
+    name = f"sched-{uuid.uuid4().hex[:6]}"
+    with Client(zone_a.endpoint) as a, Client(zone_b.endpoint) as b:
+        a.create_bucket(f"ais://{name}")
+        b.create_bucket(f"ais://{name}")
+        a.put_object(f"ais://{name}", "step-100.pt", b"first")
+        status, view = call(zone_b, "POST", "/v1/schedules", {
+            "name": f"ckpt-{name}", "every": "1s",
+            "job": {"kind": "sync", "bucket": f"ais://@zone-a/{name}",
+                    "destination": f"ais://{name}", "delete": True}})
+        assert status == 201, view
+        try:
+            wait_for(lambda: contents(b, f"ais://{name}") == contents(a, f"ais://{name}"),
+                     60, "the first checkpoint in zone b")
+            a.put_object(f"ais://{name}", "step-200.pt", b"second")
+            a.delete_object(f"ais://{name}", "step-100.pt")
+            wait_for(lambda: contents(b, f"ais://{name}") == contents(a, f"ais://{name}"),
+                     60, "the next checkpoint in zone b")
+            assert b.get_object(f"ais://{name}", "step-200.pt") == b"second"
+        finally:
+            assert call(zone_b, "DELETE", f"/v1/schedules/ckpt-{name}")[0] == 204
+    jobs = [j for j in call(zone_b, "GET", "/v1/jobs?limit=1000")[1]["jobs"]
+            if j.get("schedule") == f"ckpt-{name}" and j["state"] == "succeeded"]
+    assert any("change feed" in (j["progress"].get("note") or "") for j in jobs), jobs
