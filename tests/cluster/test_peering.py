@@ -276,3 +276,44 @@ def test_checkpoints_written_in_a_reach_b_through_a_scheduled_feed_sync(zone_a, 
     jobs = [j for j in call(zone_b, "GET", "/v1/jobs?limit=1000")[1]["jobs"]
             if j.get("schedule") == f"ckpt-{name}" and j["state"] == "succeeded"]
     assert any("change feed" in (j["progress"].get("note") or "") for j in jobs), jobs
+
+
+def test_attach_and_detach_while_reads_run(zone_a, zone_b, attached):
+    import threading
+
+    name = f"busy-{uuid.uuid4().hex[:6]}"
+    data = os.urandom(200_000)
+    with Client(zone_a.endpoint) as a:
+        a.create_bucket(f"ais://{name}")
+        a.put_object(f"ais://{name}", "blob", data)
+    failures: list[BaseException] = []
+    reads = 0
+    stop = threading.Event()
+
+    def reader() -> None:
+        nonlocal reads
+        with Client(zone_b.endpoint) as b:
+            while not stop.is_set():
+                try:
+                    assert b.get_object(f"ais://@zone-a/{name}", "blob") == data
+                    reads += 1
+                except BaseException as exc:  # noqa: BLE001 (collected, asserted below)
+                    failures.append(exc)
+                    return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        wait_for(lambda: reads >= 3, 60, "reads under way")
+        for urls in ([zone_a.endpoint, "http://127.0.0.1:9"], [zone_a.endpoint]):
+            assert call(zone_b, "PUT", "/v1/remotes/zone-a", {"urls": urls})[0] == 201
+            done = reads
+            wait_for(lambda d=done: reads >= d + 3, 60, "reads after re-attaching")
+        assert call(zone_b, "PUT", "/v1/remotes/zone-x", {"urls": [zone_a.endpoint]})[0] == 201
+        assert call(zone_b, "DELETE", "/v1/remotes/zone-x")[0] == 204
+        done = reads
+        wait_for(lambda: reads >= done + 3, 60, "reads after an unrelated detach")
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not failures, failures
