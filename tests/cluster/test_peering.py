@@ -317,3 +317,45 @@ def test_attach_and_detach_while_reads_run(zone_a, zone_b, attached):
         stop.set()
         thread.join(60)
     assert not failures, failures
+
+
+def test_two_zones_sync_the_same_source_on_schedules(zone_a, zone_b, attached, tmp_path):
+    share = tmp_path / "shared"
+    share.mkdir()
+    for i in range(8):
+        replace(share / f"f{i}", os.urandom(3000))
+    name = f"both-{uuid.uuid4().hex[:6]}"
+    uri = f"fs://{name}"
+
+    def expected() -> dict[str, int]:
+        return {p.name: p.stat().st_size for p in share.iterdir() if not p.name.startswith(".")}
+
+    clients = [Client(zone_a.endpoint), Client(zone_b.endpoint)]
+    try:
+        for cluster, client in zip((zone_a, zone_b), clients, strict=True):
+            client.create_bucket(uri, settings={"path": str(share)})
+            status, view = call(cluster, "POST", "/v1/schedules", {
+                "name": f"s-{name}", "every": "1s",
+                "job": {"kind": "sync", "bucket": uri, "delete": True}})
+            assert status == 201, view
+
+        def both_match() -> bool:
+            want = expected()
+            return all({o.name: o.size for o in c.iter_objects(uri, cached=True)} == want
+                       for c in clients)
+
+        wait_for(both_match, 60, "both zones in sync")
+        replace(share / "f0", os.urandom(3000))
+        (share / "f1").unlink()
+        replace(share / "new", b"n")
+        wait_for(both_match, 60, "both zones in sync again")
+        for client in clients:
+            assert client.get_object(uri, "f0") == (share / "f0").read_bytes()
+    finally:
+        for cluster, client in zip((zone_a, zone_b), clients, strict=True):
+            call(cluster, "DELETE", f"/v1/schedules/s-{name}")
+            client.close()
+    for cluster in (zone_a, zone_b):
+        jobs = [j for j in call(cluster, "GET", "/v1/jobs?limit=1000")[1]["jobs"]
+                if j.get("schedule") == f"s-{name}"]
+        assert jobs and all(j["state"] in ("succeeded", "running") for j in jobs), jobs
