@@ -15,6 +15,7 @@ to the primary. Endpoints (JSON, see docs/api.md):
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -51,6 +52,53 @@ def _xxh3_token(entry: dict[str, Any]) -> VersionToken:
     """A cluster object's token from its listing entry (size + xxh3 checksum as the ETag)."""
     checksum = entry.get("checksum") or ""
     return VersionToken(size=int(entry["size"]), etag=checksum.partition(":")[2] or None)
+
+
+async def _merge_pages(streams: list[AsyncIterator[list[dict[str, Any]]]]
+                       ) -> AsyncIterator[dict[str, Any]]:
+    """K-way merge, by UTF-8 name order, of sorted streams of pages; the next page of each
+    stream is fetched in the background while the current one is consumed."""
+    def key(entry: dict[str, Any]) -> bytes:
+        return entry["name"].encode("utf-8", "surrogatepass")
+
+    async def next_page(stream):
+        try:
+            return await stream.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    pending = [asyncio.ensure_future(next_page(s)) for s in streams]
+    try:
+        current: list[tuple[list[dict[str, Any]], int] | None] = []
+        for i, task in enumerate(pending):
+            page = await task
+            current.append((page, 0) if page else None)
+            pending[i] = asyncio.ensure_future(next_page(streams[i])) if page else None
+        heap = [(key(c[0][0]), i) for i, c in enumerate(current) if c is not None]
+        heapq.heapify(heap)
+        while heap:
+            _, i = heapq.heappop(heap)
+            page, pos = current[i]
+            yield page[pos]
+            pos += 1
+            if pos == len(page):
+                task = pending[i]
+                page = await task if task is not None else None
+                pending[i] = asyncio.ensure_future(next_page(streams[i])) if page else None
+                pos = 0
+            current[i] = (page, pos) if page else None
+            if page:
+                heapq.heappush(heap, (key(page[pos]), i))
+    finally:
+        for task in pending:
+            if task is not None and not task.done():
+                task.cancel()
+        for task in pending:
+            if task is not None:
+                try:
+                    await task
+                except BaseException:  # cancelled, or the error the consumer already saw
+                    pass
 
 
 class ProxyJobs:
@@ -181,15 +229,43 @@ class ProxyJobs:
 
     async def _cluster_entries(self, props: BucketProps, prefix: str,
                                after: str | None) -> AsyncIterator[dict[str, Any]]:
-        token = after
-        while True:
-            page, more = await self.node._cached_page(props.ref, prefix, token, PAGE)
-            entries = page[:PAGE]
-            for entry in entries:
+        """The cluster's copies in key order: each active target's own pages, read ahead one
+        page at a time, merged (k-way) here. Nothing is read twice; memory is a page per
+        target."""
+        cmap, session = self.node.state.cmap, self.node.session
+        if cmap is None or not cmap.active_targets or session is None:
+            raise NodeUnavailable("no active targets")
+        params = {"provider": props.ref.provider, "prefix": prefix, "limit": str(PAGE)}
+        if props.ref.namespace:
+            params["namespace"] = props.ref.namespace
+
+        async def pages(url: str) -> AsyncIterator[list[dict[str, Any]]]:
+            token = after
+            while True:
+                query = {**params, **({"token": token} if token else {})}
+                try:
+                    async with session.get(f"{url}/v1/buckets/{props.name}",
+                                           params=query) as resp:
+                        body = await resp.json()
+                        if resp.status != 200:
+                            raise error_from_dict(resp.status, body)
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    raise NodeUnavailable(f"target at {url} did not list: {exc}") from exc
+                if body["objects"]:
+                    yield body["objects"]
+                token = body.get("next_token")
+                if not token:
+                    return
+
+        streams = [pages(t.url) for t in cmap.active_targets]
+        merged = _merge_pages(streams)
+        try:
+            async for entry in merged:
                 yield entry
-            if not entries or not (more or len(page) > PAGE):
-                return
-            token = entries[-1]["name"]
+        finally:
+            await merged.aclose()  # settles the read-ahead first
+            for stream in streams:
+                await stream.aclose()
 
     def owner(self, spec: JobSpec, name: str) -> str:
         cmap = self.node.state.cmap
