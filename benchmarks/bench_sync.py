@@ -38,7 +38,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,8 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from bench_cold import free_port, wait_http  # the sibling benchmark's helpers
 
 RCLONE_CONFIGS = {  # label -> extra arguments; the ratio that counts is vs the faster of these
     "rclone (defaults: 4 transfers, 8 checkers)": [],
@@ -57,23 +58,6 @@ RCLONE_TUNED = {"rclone (16/16, --use-server-modtime)": [
     "--transfers", "16", "--checkers", "16", "--use-server-modtime"]}
 TARGETS = {"initial": 1.5, "re-sync": 5.0}  # wanted ratio best rclone / aisync
 SAMPLE = 50  # changed keys whose bytes are checked in rclone's directory
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def key_of(i: int) -> str:
