@@ -119,6 +119,28 @@ class SyncSection(_Section):
         "primary's catalog; older ones are pruned.")
 
 
+class S3Section(_Section):
+    enabled: bool = Field(
+        True, description="Serve the S3 API on proxies: at the root path of the proxy's port "
+        "(every path outside /v1/), and on `port` when that is set.")
+    port: int | None = Field(
+        None, ge=0, le=65535, description="A dedicated S3-only port on each proxy (0: any free "
+        "one, printed by `aisync cluster up`). None: S3 is served on the proxy's port only.")
+    region: str = Field(
+        "us-east-1", description="The region clients sign for and GetBucketLocation reports.")
+    domain: str | None = Field(
+        None, description="Enables virtual-hosted-style addressing: a Host of "
+        "`BUCKET.<domain>` names the bucket. Path-style always works.")
+    max_clock_skew: Duration = Field(
+        900.0, description="How far a signed request's x-amz-date may be from this node's clock.")
+    key_cache_seconds: Duration = Field(
+        10.0, description="How long a non-primary proxy trusts an access key it fetched from "
+        "the primary (a removed key stops working on every proxy within this time).")
+    anonymous: bool = Field(
+        False, description="Accept unsigned S3 requests at all. Even then an anonymous request "
+        "only reads, and only buckets whose `anonymous_read` property is set.")
+
+
 class LoggingSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = Field(
@@ -165,6 +187,7 @@ class NodeConfig(_Section):
     storage: StorageSection = Field(default_factory=StorageSection)
     http: HttpSection = Field(default_factory=HttpSection)
     sync: SyncSection = Field(default_factory=SyncSection)
+    s3: S3Section = Field(default_factory=S3Section)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
     @property
