@@ -102,8 +102,9 @@ def http_date(seconds: int) -> str:
 def object_headers(meta: ObjectMetadata) -> dict[str, str]:
     """Headers of a stored object. A copy cached from a source carries the source's ETag (what
     clients of that source know) and its version id; ``X-Aisync-Checksum`` is always ours."""
+    attrs = meta.attrs or {}
     headers = {
-        "ETag": f'"{meta.etag}"',
+        "ETag": f'"{attrs.get("etag") or meta.etag}"',
         "X-Aisync-Checksum": meta.checksum,
         "X-Aisync-Mtime-Ns": str(meta.mtime_ns),
         "Last-Modified": http_date(meta.mtime_ns // 1_000_000_000),
@@ -118,7 +119,41 @@ def object_headers(meta: ObjectMetadata) -> dict[str, str]:
             headers["X-Aisync-Source-Version"] = str(meta.source["version_id"])
         # the whole token: what a peer cluster compares before it reads this copy
         headers["X-Aisync-Source-Token"] = json.dumps(meta.source, separators=(",", ":"))
+    if attrs:
+        if attrs.get("type"):
+            headers["Content-Type"] = attrs["type"]
+        for key, value in (attrs.get("headers") or {}).items():
+            headers[key] = value
+        for key, value in (attrs.get("meta") or {}).items():
+            headers[f"x-amz-meta-{key}"] = value
     return headers
+
+
+#: Standard headers an S3 PUT may set and every GET of the object returns.
+STORED_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding",
+                  "Content-Language", "Expires")
+
+
+def put_attrs(request: web.BaseRequest) -> tuple[dict, str | None]:
+    """The S3 attributes a PUT carries (from the S3 front end): ``X-Aisync-Attrs`` (JSON:
+    type, meta, headers) and ``X-Aisync-Md5`` (``want``: compute the MD5 ETag; hex: also check
+    the content against it). Returns (attrs, md5 or None)."""
+    raw = request.headers.get("X-Aisync-Attrs")
+    attrs: dict = {}
+    if raw:
+        try:
+            attrs = json.loads(raw)
+        except ValueError:
+            raise InvalidArgument("X-Aisync-Attrs is not JSON") from None
+        if not isinstance(attrs, dict):
+            raise InvalidArgument("X-Aisync-Attrs must be a JSON object")
+        attrs = {k: v for k, v in attrs.items() if k in ("type", "meta", "headers") and v}
+    md5 = request.headers.get("X-Aisync-Md5")
+    if md5 is not None:
+        md5 = "" if md5 == "want" else md5.lower()
+        if md5 and (len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5)):
+            raise InvalidArgument("X-Aisync-Md5 must be 'want' or 32 hex digits")
+    return attrs, md5
 
 
 def source_headers(version) -> dict[str, str]:

@@ -29,6 +29,7 @@ from aisync.api.common import (
     object_name,
     owner_location,
     page_limit,
+    put_attrs,
     source_headers,
 )
 from aisync.api.files import file_response, range_of, send_file_range, small_response
@@ -43,7 +44,13 @@ from aisync.storage.objects import ObjectStore
 from aisync.sync.onaccess import Decision, OnAccess
 from aisync.sync.peers import Peer, PeerFirst, PeerStats
 from aisync.sync.readthrough import ColdFetch, ReadThrough
-from aisync.util.errors import IncompleteBody, ObjectNotFound, RemoteNotFound
+from aisync.util.errors import (
+    ChecksumMismatch,
+    IncompleteBody,
+    ObjectNotFound,
+    PayloadTooLarge,
+    RemoteNotFound,
+)
 from aisync.util.names import BucketRef, validate_prefix
 
 log = logging.getLogger("aisync.target")
@@ -302,34 +309,34 @@ class TargetNode(NodeRuntime):
         ref, props = self.known_bucket(request)
         name = object_name(request)
         self._redirect_to_owner(request, ref, name)
-        if props.backed:
-            meta = await self._write_through(request, props, name)
-        else:
-            meta = await self.store.put(
-                ref.uname, name, request.content.iter_any(),
-                expected_size=request.content_length,
-                expected_checksum=request.headers.get("X-Aisync-Checksum"),
-                max_size=self.config.http.max_object_bytes)
-        return web.json_response({"bucket": ref.name, "provider": ref.provider, "name": name,
-                                  "size": meta.size, "checksum": meta.checksum,
-                                  "mtime_ns": meta.mtime_ns}, headers=object_headers(meta))
-
-    async def _write_through(self, request: web.BaseRequest, props: BucketProps,
-                             name: str) -> ObjectMetadata:
-        """The source's write succeeds before anything is cached or acknowledged."""
-        backend, source = await self.sources.backend_for(props)
-        writer = self.store.writer(props.ref.uname, name,
-                                   max_size=self.config.http.max_object_bytes)
+        limit = self.config.http.max_object_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(f"object of {request.content_length} bytes exceeds {limit}")
+        attrs, md5 = put_attrs(request)
+        writer = self.store.writer(ref.uname, name, max_size=limit, md5=md5 is not None)
         try:
             async for chunk in request.content.iter_any():
                 await writer.write(chunk)
             await writer.finish(request.content_length,
                                 request.headers.get("X-Aisync-Checksum"))
-            version = await backend.put(source, name, writer.temp,
-                                        content_type=request.headers.get("Content-Type"))
-            return await writer.commit(source=version.to_dict())
+            if writer.md5 is not None:
+                if md5 and md5 != writer.md5:
+                    raise ChecksumMismatch("the Content-MD5 you specified did not match what we "
+                                    "received")
+                attrs["etag"] = writer.md5
+            source = None
+            if props.backed:  # the source's write succeeds before anything is cached or acked
+                backend, bucket = await self.sources.backend_for(props)
+                version = await backend.put(bucket, name, writer.temp,
+                                            content_type=attrs.get("type") or
+                                            request.headers.get("Content-Type"))
+                source = version.to_dict()
+            meta = await writer.commit(source=source, attrs=attrs)
         finally:
             await writer.abort()
+        return web.json_response({"bucket": ref.name, "provider": ref.provider, "name": name,
+                                  "size": meta.size, "checksum": meta.checksum,
+                                  "mtime_ns": meta.mtime_ns}, headers=object_headers(meta))
 
     async def handle_delete(self, request: web.BaseRequest) -> web.Response:
         ref, props = self.known_bucket(request)
@@ -362,7 +369,8 @@ class TargetNode(NodeRuntime):
         entries = await self.store.list_page(ref.uname, prefix, after, limit)
         return web.json_response({
             "objects": [{"name": e.name, "size": e.size, "checksum": e.checksum,
-                         "mtime_ns": e.mtime_ns, "source": e.source, "origin": e.origin}
+                         "mtime_ns": e.mtime_ns, "source": e.source, "origin": e.origin,
+                         "attrs": e.attrs}
                         for e in entries],
             "next_token": entries[-1].name if len(entries) == limit else None})
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from aisync.storage.metadata import ObjectMetadata, read_metadata
 
 #: Bump when the table changes: an index of another version is dropped and rebuilt from files.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     bucket   TEXT    NOT NULL,
@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS objects (
     mtime_ns INTEGER NOT NULL,
     source   TEXT,
     origin   TEXT,
+    attrs    TEXT,
     PRIMARY KEY (bucket, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS changes (
@@ -67,7 +68,7 @@ CREATE TABLE IF NOT EXISTS feed_floor (
 FEED_RETENTION_NS = 7 * 86400 * 10**9
 
 
-_INSERT_ALL = "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ALL = "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class IndexEntry:
     mtime_ns: int
     source: dict | None = None  # the backend version token of the cached copy
     origin: dict | None = None  # what a copy job copied it from
+    attrs: dict | None = None  # S3 attributes (ETag, Content-Type, user metadata)
 
 
 class ObjectIndex:
@@ -184,7 +186,7 @@ class ObjectIndex:
     def upsert(self, meta: ObjectMetadata) -> None:
         with self._transaction() as w:
             w.execute("INSERT OR REPLACE INTO objects(bucket, name, size, checksum, mtime_ns, "
-                      "source, origin) VALUES (?, ?, ?, ?, ?, ?, ?)", _row(meta))
+                      "source, origin, attrs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", _row(meta))
             self._record(meta.bucket, meta.name, "put", meta.size, meta.checksum)
 
     def remove(self, bucket: str, name: str, *, record: bool = True) -> None:
@@ -229,12 +231,12 @@ class ObjectIndex:
             after_b = after.encode("utf-8", "surrogatepass")
             if after_b >= lo:
                 rows = self._reader.execute(
-                    "SELECT name, size, checksum, mtime_ns, source, origin FROM objects "
+                    "SELECT name, size, checksum, mtime_ns, source, origin, attrs FROM objects "
                     "WHERE bucket = ? AND name > ? AND name < ? ORDER BY name LIMIT ?",
                     (bucket, after_b, hi, limit))
                 return [_entry(r) for r in rows]
         rows = self._reader.execute(
-            "SELECT name, size, checksum, mtime_ns, source, origin FROM objects "
+            "SELECT name, size, checksum, mtime_ns, source, origin, attrs FROM objects "
             "WHERE bucket = ? AND name >= ? AND name < ? ORDER BY name LIMIT ?", (bucket, lo, hi, limit))
         return [_entry(r) for r in rows]
 
@@ -273,14 +275,16 @@ class ObjectIndex:
 def _row(meta: ObjectMetadata) -> tuple:
     source = json.dumps(meta.source, separators=(",", ":")) if meta.source is not None else None
     origin = json.dumps(meta.origin, separators=(",", ":")) if meta.origin is not None else None
+    attrs = json.dumps(meta.attrs, separators=(",", ":")) if meta.attrs else None
     return (meta.bucket, meta.name.encode("utf-8", "surrogatepass"), meta.size, meta.checksum,
-            meta.mtime_ns, source, origin)
+            meta.mtime_ns, source, origin, attrs)
 
 
 def _entry(row: tuple) -> IndexEntry:
     return IndexEntry(row[0].decode("utf-8", "surrogatepass"), row[1], row[2], row[3],
                       json.loads(row[4]) if row[4] else None,
-                      json.loads(row[5]) if row[5] else None)
+                      json.loads(row[5]) if row[5] else None,
+                      json.loads(row[6]) if row[6] else None)
 
 
 def _scan(object_dirs: Iterable[Path]) -> Iterator[ObjectMetadata]:

@@ -38,6 +38,9 @@ class ObjectMetadata:
     mtime_ns: int  # when this version was written (or fetched from its source)
     source: dict | None = None  # the backend's version token of this copy (cached buckets)
     origin: dict | None = None  # what a copy job copied this from: {"bucket", "version"}
+    # What an S3 client gave or expects back: {"etag": MD5 or multipart ETag, "type":
+    # Content-Type, "meta": {x-amz-meta-* name: value}, "headers": {Cache-Control, ...}}.
+    attrs: dict | None = None
 
     def encode(self) -> bytes:
         record = {"v": 1, "b": self.bucket, "n": self.name, "s": self.size,
@@ -46,13 +49,15 @@ class ObjectMetadata:
             record["src"] = self.source
         if self.origin is not None:
             record["org"] = self.origin
+        if self.attrs:
+            record["a"] = self.attrs
         return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     @classmethod
     def decode(cls, raw: bytes) -> ObjectMetadata:
         d = json.loads(raw)
         return cls(bucket=d["b"], name=d["n"], size=d["s"], checksum=d["c"], mtime_ns=d["m"],
-                   source=d.get("src"), origin=d.get("org"))
+                   source=d.get("src"), origin=d.get("org"), attrs=d.get("a"))
 
     @property
     def etag(self) -> str:

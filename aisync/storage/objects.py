@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import hashlib
 import os
 import time
 from collections import OrderedDict
@@ -182,12 +183,15 @@ class ObjectWriter:
     grows (a cold GET streams to its clients this way).
     """
 
-    def __init__(self, store: ObjectStore, bucket: str, name: str, max_size: int | None) -> None:
+    def __init__(self, store: ObjectStore, bucket: str, name: str, max_size: int | None,
+                 md5: bool = False) -> None:
         self.store, self.bucket, self.name, self.max_size = store, bucket, name, max_size
         self.mountpath = store.ranked_mountpaths(bucket, name)[0]
         self.temp = self.mountpath.temp_path()
         self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         self._hasher = new_hasher()  # updated in the I/O thread, with the write
+        self._md5 = hashlib.md5() if md5 else None  # what S3 clients expect as the ETag
+        self.md5: str | None = None
         self._buffer = bytearray()
         self._pending: asyncio.Future | None = None
         self.size = 0
@@ -223,7 +227,7 @@ class ObjectWriter:
         if data:
             loop = asyncio.get_running_loop()
             self._pending = loop.run_in_executor(self.store._io, _hash_and_write, self._fd,
-                                                 data, self._hasher)
+                                                 data, self._hasher, self._md5)
             self._pending.add_done_callback(functools.partial(self._count, n=len(data)))
 
     def _count(self, future: asyncio.Future, n: int) -> None:
@@ -238,18 +242,21 @@ class ObjectWriter:
         if expected_size is not None and self.size != expected_size:
             raise IncompleteBody(f"received {self.size} of {expected_size} bytes")
         self.checksum = format_checksum(self._hasher)
+        if self._md5 is not None:
+            self.md5 = self._md5.hexdigest()
         if expected_checksum is not None and expected_checksum != self.checksum:
             raise ChecksumMismatch(
                 f"checksum {self.checksum} does not match the declared {expected_checksum}")
 
-    async def commit(self, source: dict | None = None,
-                     origin: dict | None = None) -> ObjectMetadata:
+    async def commit(self, source: dict | None = None, origin: dict | None = None,
+                     attrs: dict | None = None) -> ObjectMetadata:
         """Make the finished temp file the object's current version; returns its metadata."""
         assert self.checksum is not None, "finish() first"
         store, bucket, name = self.store, self.bucket, self.name
         loop = asyncio.get_running_loop()
         meta = ObjectMetadata(bucket=bucket, name=name, size=self.size, checksum=self.checksum,
-                              mtime_ns=time.time_ns(), source=source, origin=origin)
+                              mtime_ns=time.time_ns(), source=source, origin=origin,
+                              attrs=attrs or None)
         final = self.mountpath.object_path(bucket, name)
         async with store._lock(bucket, name):
             # A copy on another mountpath (left from before mountpaths changed) goes too.
@@ -321,9 +328,11 @@ class ObjectStore(MountpathReader):
         self.hot.drop((bucket, name))
 
     # -- writes --
-    def writer(self, bucket: str, name: str, *, max_size: int | None = None) -> ObjectWriter:
-        """Start writing a new version of an object (see :class:`ObjectWriter`)."""
-        return ObjectWriter(self, bucket, name, max_size)
+    def writer(self, bucket: str, name: str, *, max_size: int | None = None,
+               md5: bool = False) -> ObjectWriter:
+        """Start writing a new version of an object (see :class:`ObjectWriter`); ``md5`` also
+        computes the MD5 of the content (``writer.md5`` after ``finish``)."""
+        return ObjectWriter(self, bucket, name, max_size, md5)
 
     async def put(self, bucket: str, name: str, chunks: AsyncIterable[bytes], *,
                   expected_size: int | None = None, expected_checksum: str | None = None,
@@ -481,8 +490,10 @@ class ObjectStore(MountpathReader):
         return [mp.usage() for mp in self.mountpaths]
 
 
-def _hash_and_write(fd: int, data: bytes, hasher) -> None:
+def _hash_and_write(fd: int, data: bytes, hasher, md5=None) -> None:
     hasher.update(data)  # xxhash releases the GIL for large buffers, as does the write
+    if md5 is not None:
+        md5.update(data)  # so does hashlib
     _write_all(fd, data)
 
 
