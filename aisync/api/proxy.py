@@ -204,11 +204,18 @@ class ProxyNode(NodeRuntime):
             return await self._forward_to_primary(request)
         assert self.primary is not None
         body = await json_object(request, "bucket properties")
-        unknown = set(body) - {"consistency", "max_staleness", "peers"}
+        unknown = set(body) - {"consistency", "max_staleness", "peers", "anonymous_read"}
         if unknown:
             raise InvalidArgument(f"these bucket properties cannot be changed: "
                                   f"{', '.join(sorted(unknown))} (changeable: consistency, "
-                                  f"max_staleness, peers)")
+                                  f"max_staleness, peers, anonymous_read)")
+        if "anonymous_read" in body:
+            flag = body["anonymous_read"]
+            if isinstance(flag, str) and flag.lower() in ("true", "false"):
+                flag = flag.lower() == "true"
+            if not isinstance(flag, bool):
+                raise InvalidArgument("anonymous_read must be true or false")
+            body["anonymous_read"] = flag
         if "peers" in body:
             peers = body["peers"]
             if isinstance(peers, str):
@@ -218,7 +225,7 @@ class ProxyNode(NodeRuntime):
             for alias in peers:
                 self.remote_urls(alias)  # RemoteNotFound names the alias
             body["peers"] = list(dict.fromkeys(peers))
-        if not props.backed and body:
+        if not props.backed and set(body) - {"anonymous_read"}:
             raise InvalidArgument(f"{ref} has no source: consistency applies to cached buckets")
         if body.get("max_staleness") is not None:
             body["max_staleness"] = parse_duration(body["max_staleness"])

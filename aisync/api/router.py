@@ -5,8 +5,8 @@ system, so they skip ``web.Application`` (its router, middleware chain and signa
 ~30 % of a warm small-object GET) and use ``web.Server`` with this dispatcher:
 
 * routes are ``METHOD PATTERN`` where a pattern's segments are literals, ``{var}`` (one segment)
-  or a final ``{var:.+}`` (the rest of the path, slashes included); matched values land in
-  ``request["match"]``;
+  or a final ``{var:.+}`` (the rest of the path, slashes included, a trailing one too: object
+  names may end with ``/``); matched values land in ``request["match"]``;
 * ``Expect: 100-continue`` is answered here: a route may give an ``expect`` hook that returns a
   final response instead (the proxy's redirect-before-body), otherwise ``100 Continue`` is sent;
 * this is the one place exceptions become responses (see ``aisync.api.common.error_response``).
@@ -49,6 +49,8 @@ class _Pattern:
     def match(self, parts: list[str]) -> dict[str, str] | None:
         segments = self.segments
         n = len(segments)
+        if not self.greedy and len(parts) == n + 1 and not parts[-1]:
+            parts = parts[:-1]  # a trailing slash on a fixed route
         if len(parts) < n if self.greedy else len(parts) != n:
             return None
         params: dict[str, str] = {}
@@ -84,7 +86,8 @@ class Router:
         compiled.methods[method] = Route(handler, expect)
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
-        parts = path.strip("/").split("/") if path != "/" else []
+        # Only the leading slash goes: an object name may end with "/" (a directory marker).
+        parts = path[1:].split("/") if path != "/" else []
         allowed = False
         for pattern in self._patterns:
             params = pattern.match(parts)

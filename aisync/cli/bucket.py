@@ -191,7 +191,7 @@ def _print_props(ref: BucketRef, info: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the properties as JSON.")
 @click.pass_context
 def props(ctx: click.Context, uri: str, changes: tuple[str, ...], as_json: bool) -> None:
-    """Show or change a cached bucket's properties, then print them.
+    """Show or change a bucket's properties, then print them.
 
     \b
     consistency=none|validate|synchronize
@@ -201,6 +201,10 @@ def props(ctx: click.Context, uri: str, changes: tuple[str, ...], as_json: bool)
     max_staleness=DURATION|none
         with validate/synchronize, serve a copy checked within this long without
         asking the source again (e.g. 30s, 5m); none: always ask
+    peers=ALIAS[,ALIAS]
+        attached remote clusters a cold GET asks first (peer-first reads)
+    anonymous_read=true|false
+        unsigned S3 requests may read the bucket (any bucket; needs s3.anonymous)
 
     \b
     Examples:

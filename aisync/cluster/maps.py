@@ -134,6 +134,9 @@ class BucketProps(_Doc):
     #: Aliases of attached remote clusters a cold GET asks first (peer-first reads): a peer that
     #: holds the object at the source's current version serves it instead of the far source.
     peers: list[str] = Field(default_factory=list)
+    #: Unsigned S3 requests may read this bucket (GET, HEAD, listings), when the proxies'
+    #: ``s3.anonymous`` setting allows anonymous requests at all.
+    anonymous_read: bool = False
 
     @property
     def backed(self) -> bool:
