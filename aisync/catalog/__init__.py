@@ -18,12 +18,15 @@ Usage (synchronous, thread-safe; async callers run it in a thread pool)::
     cat.update_job("j1", state="running", started_at=now)
     cat.record_reports("j1", [{"name": "a/b.bin", "action": "added", "size": 3}])
     cat.report_page("j1", after="a/a", limit=1000)  # byte-ordered keyset paging
+    cat.create_access_key("AKEXAMPLE", "secret-123", "ci")  # AlreadyExists on a duplicate
+    cat.access_key_secret("AKEXAMPLE")              # "secret-123", or None
     cat.close()
 
 Facade results are plain dicts with datetimes as ISO-8601 UTC strings (``...+00:00``).
 
 Modules: :mod:`.models` (typed declarative models), :mod:`.db` (engine setup, migrations,
-the :class:`Catalog` facade), :mod:`.jobs` (the facade's sync-engine methods, mixed in).
+the :class:`Catalog` facade), :mod:`.jobs` (the facade's sync-engine methods, mixed in),
+:mod:`.keys` (S3 access keys, mixed in).
 
 Owns: the catalog schema, its migrations and all catalog SQL.
 May import: aisync.config, aisync.util, sqlalchemy, alembic.
@@ -39,11 +42,19 @@ from aisync.catalog.db import (
     migration_transaction,
     upgrade_to_head,
 )
+from aisync.catalog.keys import (
+    ACCESS_KEY_RE,
+    SECRET_KEY_RE,
+    check_access_key,
+    check_description,
+    check_secret_key,
+)
 from aisync.catalog.models import (
     JOB_FINISHED_STATES,
     JOB_KINDS,
     JOB_STATES,
     SCHEDULE_OUTCOMES,
+    AccessKey,
     Base,
     BucketSyncState,
     Document,
@@ -53,11 +64,14 @@ from aisync.catalog.models import (
 )
 
 __all__ = [
+    "ACCESS_KEY_RE",
     "JOB_FINISHED_STATES",
     "JOB_KINDS",
     "JOB_STATES",
     "MIGRATIONS_DIR",
     "SCHEDULE_OUTCOMES",
+    "SECRET_KEY_RE",
+    "AccessKey",
     "Base",
     "BucketSyncState",
     "Catalog",
@@ -66,6 +80,9 @@ __all__ = [
     "JobReport",
     "ScheduleRun",
     "alembic_config",
+    "check_access_key",
+    "check_description",
+    "check_secret_key",
     "current_revision",
     "head_revision",
     "make_engine",

@@ -36,6 +36,7 @@ from sqlalchemy.pool import StaticPool
 
 import aisync
 from aisync.catalog.jobs import JobsMixin
+from aisync.catalog.keys import KeysMixin
 from aisync.catalog.models import KIND_MAX_LEN, Document, utcnow
 from aisync.util.errors import AisyncError, InvalidArgument
 
@@ -204,7 +205,7 @@ def _check_version(version: object) -> int:
     return version
 
 
-class Catalog(JobsMixin):
+class Catalog(JobsMixin, KeysMixin):
     """A node's catalog database. Synchronous and thread-safe; call it from a thread pool::
 
         cat = Catalog("sqlite:////var/lib/aisync/catalog.db")

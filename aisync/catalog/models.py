@@ -202,3 +202,35 @@ class BucketSyncState(Base):
 
     def __repr__(self) -> str:
         return f"BucketSyncState(bucket={self.bucket!r}, verified_at={self.verified_at!r})"
+
+
+#: Column lengths of ``access_keys`` (checked by the facade before writing).
+ACCESS_KEY_MAX_LEN = 128
+SECRET_KEY_MAX_LEN = 128
+KEY_DESCRIPTION_MAX_LEN = 256
+
+
+class AccessKey(Base):
+    """An S3 access key pair: the id clients send (``access_key``) and the shared secret the S3
+    front end verifies SigV4 signatures with, plus a free-form ``description``.
+
+    The secret is stored as given, not hashed: SigV4 is an HMAC keyed by (a derivation of) the
+    secret, so the server needs the secret itself. Only the primary proxy's catalog holds keys.
+    """
+
+    __tablename__ = "access_keys"
+
+    access_key: Mapped[str] = mapped_column(sa.String(ACCESS_KEY_MAX_LEN), primary_key=True)
+    secret_key: Mapped[str] = mapped_column(sa.String(SECRET_KEY_MAX_LEN), nullable=False)
+    description: Mapped[str] = mapped_column(
+        sa.String(KEY_DESCRIPTION_MAX_LEN), nullable=False, default="", server_default=""
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True),
+        nullable=False,
+        default=utcnow,
+        server_default=sa.text("CURRENT_TIMESTAMP"),
+    )
+
+    def __repr__(self) -> str:  # never the secret
+        return f"AccessKey(access_key={self.access_key!r})"

@@ -213,3 +213,12 @@ def describe_validation(exc: ValueError, what: str) -> InvalidArgument:
         where = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{where}: {message}" if where else message)
     return InvalidArgument(f"{what}: " + "; ".join(parts))
+
+
+class AccessKeyNotFound(NotFound):
+    """No S3 access key of that id (``aisync auth key rm``, the primary's secret lookup)."""
+
+    code = "AccessKeyNotFound"
+
+
+ERRORS_BY_CODE[AccessKeyNotFound.code] = AccessKeyNotFound

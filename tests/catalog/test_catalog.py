@@ -55,7 +55,7 @@ def _alembic_versions(cat: Catalog) -> list[str]:
 def test_migrations_dir_is_next_to_the_package() -> None:
     assert MIGRATIONS_DIR == REPO / "migrations"
     assert (MIGRATIONS_DIR / "env.py").is_file()
-    assert head_revision() == "0003"
+    assert head_revision() == "0004"
 
 
 def test_fresh_upgrade_creates_schema_and_records_head(catalog_url: str) -> None:
@@ -373,7 +373,7 @@ def test_alembic_command_line_from_another_directory(tmp_path: Path) -> None:
         return proc.stdout
 
     alembic("upgrade", "head")
-    assert "0003 (head)" in alembic("current")
+    assert "0004 (head)" in alembic("current")
     alembic("check")  # models and migrations agree
     with Catalog(url) as cat:
         assert cat.current_revision() == head_revision()

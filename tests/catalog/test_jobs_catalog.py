@@ -48,8 +48,8 @@ def _count_reports(cat: Catalog, job_id: str | None = None) -> int:
 
 
 def test_head_creates_sync_tables(catalog: Catalog) -> None:
-    assert head_revision() == "0003"
-    assert catalog.current_revision() == "0003"
+    assert head_revision() == "0004"
+    assert catalog.current_revision() == "0004"
     insp = sa.inspect(catalog.engine)
     assert SYNC_TABLES <= set(insp.get_table_names())
     assert {i["name"] for i in insp.get_indexes("jobs")} == {"ix_jobs_state", "ix_jobs_created_at"}
@@ -70,7 +70,7 @@ def test_downgrade_to_0001_and_upgrade_again(catalog: Catalog) -> None:
     assert not SYNC_TABLES & tables and "documents" in tables
     assert catalog.latest_document("cluster_map") == (1, {"n": 1})  # 0001's data survives
     catalog.upgrade()
-    assert catalog.current_revision() == "0003"
+    assert catalog.current_revision() == "0004"
     with pytest.raises(JobNotFound):  # tables really recreated, empty
         catalog.get_job("j1")
     catalog.create_job(_job())
