@@ -75,6 +75,10 @@ class Router:
         self._by_text: dict[str, _Pattern] = {}
         self._fallback = Route(fallback) if fallback is not None else None
 
+    def set_fallback(self, handler: Handler, expect: ExpectHook | None = None) -> None:
+        """Serve every request no route matches with ``handler`` (the proxy's S3 front end)."""
+        self._fallback = Route(handler, expect)
+
     def add(self, method: str, pattern: str, handler: Handler, *,
             expect: ExpectHook | None = None) -> None:
         compiled = self._by_text.get(pattern)

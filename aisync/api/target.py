@@ -36,6 +36,7 @@ from aisync.api.files import file_response, range_of, send_file_range, small_res
 from aisync.api.jobwork import TargetJobs
 from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
+from aisync.api.uploads import TargetUploads
 from aisync.backends.base import Backend, VersionToken
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
 from aisync.cluster.workers import WorkerStatus
@@ -101,6 +102,13 @@ class ColdResponse(web.StreamResponse):
             return writer
 
 
+def _put_headers(meta: ObjectMetadata) -> dict[str, str]:
+    """The stored object's headers on a PUT's JSON answer (its own Content-Type stays)."""
+    headers = object_headers(meta)
+    headers.pop("Content-Type", None)
+    return headers
+
+
 class TargetNode(NodeRuntime):
     role = "target"
 
@@ -114,6 +122,7 @@ class TargetNode(NodeRuntime):
         self.on_access = OnAccess()
         self.peer_stats = PeerStats()
         self.jobs = TargetJobs(self)
+        self.uploads = TargetUploads(self)  # multipart uploads: /v1/uploads/...
         r = self.router
         r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
         r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
@@ -129,6 +138,8 @@ class TargetNode(NodeRuntime):
         self._stack.push_async_callback(self.store.stop)
         self._stack.push_async_callback(self.readthrough.close)
         self._stack.push_async_callback(self.jobs.close)
+        self._stack.push_async_callback(self.uploads.close)
+        self.uploads.start()
         if self.store.rebuilt_objects is not None:
             log.info("object index rebuilt from files: %d objects", self.store.rebuilt_objects)
         self.spawn(self._join_loop(), "join")
@@ -336,7 +347,7 @@ class TargetNode(NodeRuntime):
             await writer.abort()
         return web.json_response({"bucket": ref.name, "provider": ref.provider, "name": name,
                                   "size": meta.size, "checksum": meta.checksum,
-                                  "mtime_ns": meta.mtime_ns}, headers=object_headers(meta))
+                                  "mtime_ns": meta.mtime_ns}, headers=_put_headers(meta))
 
     async def handle_delete(self, request: web.BaseRequest) -> web.Response:
         ref, props = self.known_bucket(request)

@@ -1,0 +1,268 @@
+"""The S3 front end of a proxy: addressing, authentication, dispatch, errors.
+
+Every request outside ``/v1/`` on a proxy's port (and every request on the dedicated S3 port)
+comes here. The front end
+
+1. finds the bucket and key: path-style ``/bucket/key`` always, virtual-hosted-style
+   (``Host: bucket.<s3.domain>``) when a domain is configured;
+2. authenticates: SigV4 in the Authorization header or a presigned query, verified against the
+   access keys of the primary's catalog (:mod:`aisync.api.keys`); unsigned requests only when
+   ``s3.anonymous`` is on, and then only reads of buckets with ``anonymous_read``;
+3. dispatches on method and sub-resource to :mod:`.objects`, :mod:`.buckets` or
+   :mod:`.multipart`, which serve S3 clients **without redirects**: object bytes are streamed
+   between the client and the owning target through this proxy;
+4. turns every failure into S3 XML (:mod:`.xml`): typed aisync errors through one table, never
+   a 500 for bad input.
+
+An S3 bucket name resolves to the ``ais://`` bucket of that name, else to the one cached bucket
+of that name, trying providers in the order of :data:`PROVIDER_ORDER`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
+
+import aiohttp
+from aiohttp import web
+
+from aisync.api.s3 import sigv4
+from aisync.api.s3.xml import ERRORS, S3Error, error_response, s3_code
+from aisync.cluster.maps import BucketProps, NodeInfo
+from aisync.util.errors import AisyncError, NodeUnavailable, error_from_dict
+from aisync.util.names import BucketRef, validate_object_name
+
+if TYPE_CHECKING:
+    from aisync.api.proxy import ProxyNode
+
+log = logging.getLogger("aisync.s3")
+
+PROVIDER_ORDER = ("ais", "s3", "gs", "az", "oci", "fs")
+#: Timeouts of a relayed object: no total limit (objects are large), but a stalled peer fails.
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120)
+READ_ONLY = ("GET", "HEAD")
+
+
+class S3Request:
+    """What dispatch needs about one S3 request."""
+
+    __slots__ = ("request", "bucket", "key", "auth", "query")
+
+    def __init__(self, request: web.BaseRequest, bucket: str, key: str,
+                 auth: sigv4.AuthResult | None) -> None:
+        self.request, self.bucket, self.key, self.auth = request, bucket, key, auth
+        self.query = request.query
+
+
+class S3Frontend:
+    def __init__(self, node: ProxyNode) -> None:
+        from aisync.api.s3.buckets import BucketOps
+        from aisync.api.s3.multipart import MultipartOps
+        from aisync.api.s3.objects import ObjectOps
+
+        self.node = node
+        self.config = node.config.s3
+        self.objects = ObjectOps(self)
+        self.buckets = BucketOps(self)
+        self.multipart = MultipartOps(self)
+
+    # -- entry points --
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            s3 = request.get("s3")
+            if s3 is None:
+                s3 = request["s3"] = await self._admit(request)
+            return await self._dispatch(s3)
+        except S3Error as exc:
+            return error_response(request, exc.code, exc.message, **exc.fields)
+        except sigv4.S3AuthError as exc:
+            code = exc.code if exc.code in ERRORS else \
+                ("AccessDenied" if exc.status == 403 else "InvalidRequest")
+            return error_response(request, code, exc.message)
+        except AisyncError as exc:
+            return error_response(request, s3_code(exc), exc.message)
+        except (ConnectionResetError, TimeoutError) as exc:
+            log.info("S3 client went away: %s %s (%s)", request.method, request.path, exc)
+            if request.transport is not None:
+                request.transport.close()
+            return error_response(request, "IncompleteBody", "the client went away")
+        except Exception:
+            log.exception("unhandled error in S3 %s %s", request.method, request.path)
+            return error_response(request, "InternalError", "internal error; see the node log")
+
+    async def expect(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: authenticate and check the bucket before the body moves."""
+        try:
+            request["s3"] = await self._admit(request)
+        except Exception:
+            return await self(request)  # renders the error; the body is never read
+        return None
+
+    # -- addressing and authentication --
+    def _address(self, request: web.BaseRequest) -> tuple[str, str]:
+        raw_path = request.raw_path.partition("?")[0]
+        domain = self.config.domain
+        host = request.host.rpartition(":")[0] if ":" in request.host else request.host
+        if domain and host.endswith("." + domain):
+            bucket, key = host[: -len(domain) - 1], raw_path[1:]
+        else:
+            bucket, _, key = raw_path[1:].partition("/")
+            bucket = unquote(bucket)
+        return bucket, unquote(key)
+
+    async def _admit(self, request: web.BaseRequest) -> S3Request:
+        bucket, key = self._address(request)
+        auth = await self._authenticate(request)
+        s3 = S3Request(request, bucket, key, auth)
+        if auth is None:
+            self._check_anonymous(s3)
+        return s3
+
+    async def _authenticate(self, request: web.BaseRequest) -> sigv4.AuthResult | None:
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        parsed = sigv4.parse_request(request.method, raw_path, raw_query, request.headers)
+        if parsed is None:
+            if not self.config.anonymous:
+                raise S3Error("AccessDenied", "Access Denied: anonymous requests are not "
+                              "accepted here; sign them with an aisync access key (SigV4)")
+            return None
+        secret = await self.node.keys.secret_for(parsed.access_key)
+        if secret is None:
+            raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not "
+                          "exist in our records.")
+        return sigv4.verify(parsed, secret, request.method, raw_path, raw_query,
+                            request.headers, datetime.now(UTC),
+                            int(self.config.max_clock_skew))
+
+    def _check_anonymous(self, s3: S3Request) -> None:
+        if s3.request.method not in READ_ONLY or not s3.bucket:
+            raise S3Error("AccessDenied", "Access Denied: anonymous requests may only read")
+        allowed = {"list-type", "prefix", "delimiter", "max-keys", "continuation-token",
+                   "start-after", "marker", "encoding-type", "fetch-owner", "location",
+                   "partNumber", "versionId"} | {k for k in s3.query if k.startswith("response-")}
+        if set(s3.query) - allowed:
+            raise S3Error("AccessDenied", "Access Denied: anonymous requests may only read")
+        _, props = self.resolve(s3.bucket)
+        if not props.anonymous_read:
+            raise S3Error("AccessDenied", "Access Denied: the bucket does not allow anonymous "
+                          "reads")
+
+    # -- dispatch --
+    async def _dispatch(self, s3: S3Request) -> web.StreamResponse:
+        method, query = s3.request.method, s3.query
+        if not s3.bucket:
+            if method == "GET":
+                return await self.buckets.list_buckets(s3)
+            raise S3Error("MethodNotAllowed", f"{method} is not allowed on the service")
+        if not s3.key:
+            return await self._bucket_op(s3, method, query)
+        if "uploadId" in query:
+            return await self.multipart.dispatch(s3)
+        if method in READ_ONLY:
+            if "acl" in query:
+                return await self.objects.get_acl(s3)
+            self._unsupported(query, ("tagging", "attributes", "torrent", "retention",
+                                      "legal-hold"))
+            return await self.objects.get(s3)
+        if method == "PUT":
+            self._unsupported(query, ("acl", "tagging", "retention", "legal-hold"))
+            if "x-amz-copy-source" in s3.request.headers:
+                return await self.objects.copy(s3)
+            return await self.objects.put(s3)
+        if method == "DELETE":
+            self._unsupported(query, ("tagging",))
+            return await self.objects.delete(s3)
+        if method == "POST" and "uploads" in query:
+            return await self.multipart.create(s3)
+        raise S3Error("NotImplemented", f"{method} with these parameters is not implemented")
+
+    async def _bucket_op(self, s3: S3Request, method: str, query) -> web.StreamResponse:
+        if method == "GET":
+            if "location" in query:
+                return await self.buckets.location(s3)
+            if "versioning" in query:
+                return await self.buckets.versioning(s3)
+            if "uploads" in query:
+                return await self.multipart.list_uploads(s3)
+            if "acl" in query:
+                return await self.objects.get_acl(s3)
+            self._unsupported(query, ("policy", "lifecycle", "cors", "website", "tagging",
+                                      "versions", "encryption", "logging", "notification",
+                                      "replication", "object-lock", "policyStatus",
+                                      "ownershipControls", "publicAccessBlock",
+                                      "accelerate", "requestPayment", "analytics",
+                                      "inventory", "metrics", "intelligent-tiering"))
+            return await self.buckets.list_objects(s3)
+        if method == "HEAD":
+            return await self.buckets.head(s3)
+        if method == "PUT":
+            if query:
+                raise S3Error("NotImplemented", f"PUT ?{'&'.join(query)} on a bucket is not "
+                              "implemented")
+            return await self.buckets.create(s3)
+        if method == "DELETE":
+            if query:
+                raise S3Error("NotImplemented", f"DELETE ?{'&'.join(query)} on a bucket is not "
+                              "implemented")
+            return await self.buckets.delete(s3)
+        if method == "POST" and "delete" in query:
+            return await self.objects.delete_many(s3)
+        raise S3Error("NotImplemented", f"{method} on a bucket is not implemented")
+
+    @staticmethod
+    def _unsupported(query, names: tuple[str, ...]) -> None:
+        for name in names:
+            if name in query:
+                raise S3Error("NotImplemented", f"the {name} sub-resource is not implemented")
+
+    # -- what the operations share --
+    def resolve(self, name: str) -> tuple[BucketRef, BucketProps]:
+        """The aisync bucket an S3 bucket name means; NoSuchBucket if none."""
+        bmap = self.node.state.bmap
+        if bmap is not None and name:
+            for provider in PROVIDER_ORDER:
+                try:
+                    ref = BucketRef(name, provider)
+                except ValueError:
+                    break
+                props = bmap.get(ref)
+                if props is not None:
+                    return ref, props
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=name)
+
+    def owner(self, ref: BucketRef, key: str) -> NodeInfo:
+        cmap = self.node.state.cmap
+        if cmap is None or not cmap.active_targets:
+            raise NodeUnavailable("no active targets")
+        return cmap.owner(ref, key)
+
+    def object_url(self, node: NodeInfo, ref: BucketRef, key: str, kind: str = "objects") -> str:
+        validate_object_name(key)
+        return f"{node.url}/v1/{kind}/{quote(ref.name, safe='')}/{quote(key, safe='/')}"
+
+    @staticmethod
+    def bucket_params(ref: BucketRef) -> dict[str, str]:
+        params = {} if ref.provider == "ais" else {"provider": ref.provider}
+        if ref.namespace:
+            params["namespace"] = ref.namespace
+        return params
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self.node.session is not None
+        return self.node.session
+
+    @staticmethod
+    async def raise_for(resp: aiohttp.ClientResponse, who: str) -> None:
+        """Raise the typed error a target's (or primary's) JSON error answer carries."""
+        if resp.status < 400:
+            return
+        try:
+            body = await resp.json(content_type=None)
+        except (ValueError, aiohttp.ClientError):
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        raise error_from_dict(resp.status, body or {"message": f"{who}: HTTP {resp.status}"})

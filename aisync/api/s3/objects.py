@@ -1,0 +1,312 @@
+"""S3 object operations: GetObject, HeadObject, PutObject, DeleteObject(s), CopyObject.
+
+Bytes stream between the S3 client and the owning target through the proxy (no redirect, no
+buffering). Conditional GETs (If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since)
+are decided on the target's response headers before any body moves; ``response-*`` query
+parameters override the answer's headers. A PUT sends the target the object's S3 attributes
+(Content-Type, ``x-amz-meta-*``, stored standard headers) and asks it for the MD5 ETag,
+checking Content-MD5 there; the body is verified on the way (:mod:`.body`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+import aiohttp
+from aiohttp import web
+
+from aisync.api.common import STORED_HEADERS
+from aisync.api.s3.body import VerifiedBody, content_md5_hex
+from aisync.api.s3.xml import (
+    S3Error,
+    common_headers,
+    document,
+    iso_time,
+    read_xml,
+    s3_code,
+    xml_response,
+)
+from aisync.util.errors import AisyncError, NodeUnavailable
+
+if TYPE_CHECKING:
+    from aisync.api.s3.frontend import S3Frontend, S3Request
+
+CHUNK = 1 << 20
+#: Headers of a target's answer an S3 client sees.
+PASSED_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "ETag", "Last-Modified",
+                  "Accept-Ranges", *STORED_HEADERS)
+OVERRIDES = {"response-content-type": "Content-Type",
+             "response-content-language": "Content-Language",
+             "response-expires": "Expires", "response-cache-control": "Cache-Control",
+             "response-content-disposition": "Content-Disposition",
+             "response-content-encoding": "Content-Encoding"}
+DELETE_CONCURRENCY = 16
+OWNER = [("ID", "aisync"), ("DisplayName", "aisync")]
+
+
+def put_attrs(request: web.BaseRequest) -> dict:
+    """The S3 attributes a PUT (or a REPLACE copy, or CreateMultipartUpload) sets."""
+    headers = request.headers
+    meta = {k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
+    stored = {h: headers[h] for h in STORED_HEADERS if h in headers}
+    attrs: dict = {"type": headers.get("Content-Type") or "binary/octet-stream"}
+    if meta:
+        attrs["meta"] = meta
+    if stored:
+        attrs["headers"] = stored
+    return attrs
+
+
+def attrs_of(headers) -> dict:
+    """The S3 attributes of a stored object, from a target's GET/HEAD answer."""
+    meta = {k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
+    attrs: dict = {"type": headers.get("Content-Type") or "binary/octet-stream"}
+    stored = {h: headers[h] for h in STORED_HEADERS if h in headers}
+    if meta:
+        attrs["meta"] = meta
+    if stored:
+        attrs["headers"] = stored
+    return attrs
+
+
+def _http_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _etag_matches(condition: str, etag: str) -> bool:
+    bare = etag.strip('"')
+    return any(c.strip() in ("*", f'"{bare}"', bare) for c in condition.split(","))
+
+
+def preconditions(headers, etag: str, last_modified: float | None, *, prefix: str = "",
+                  reading: bool = True) -> None:
+    """S3's rules for If-* headers (``prefix`` = ``x-amz-copy-source-`` for copies): 412
+    PreconditionFailed, or 304 NotModified for reads."""
+    def get(name: str) -> str | None:
+        return headers.get(prefix + name)
+
+    if_match, if_none = get("If-Match"), get("If-None-Match")
+    unmodified, modified = _http_seconds(get("If-Unmodified-Since")), \
+        _http_seconds(get("If-Modified-Since"))
+    if if_match is not None:
+        if not _etag_matches(if_match, etag):
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
+                          "specified did not hold", Condition=prefix + "If-Match")
+    elif unmodified is not None and last_modified is not None and last_modified > unmodified:
+        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified "
+                      "did not hold", Condition=prefix + "If-Unmodified-Since")
+    not_modified = "PreconditionFailed" if not reading else "NotModified"
+    if if_none is not None:
+        if _etag_matches(if_none, etag):
+            raise S3Error(not_modified, "Not Modified")
+    elif modified is not None and last_modified is not None and last_modified <= modified:
+        raise S3Error(not_modified, "Not Modified")
+
+
+class ObjectOps:
+    def __init__(self, frontend: S3Frontend) -> None:
+        self.fe = frontend
+
+    def open_source(self, ref, key: str, headers: dict[str, str] | None = None,
+                    method: str = "GET"):
+        """A streamed GET (or HEAD) of an object at its owner: the response context manager."""
+        fe = self.fe
+        owner = fe.owner(ref, key)
+        return fe.session.request(method, fe.object_url(owner, ref, key),
+                                  params=fe.bucket_params(ref), headers=headers or {},
+                                  timeout=_stream_timeout())
+
+    # -- reads --
+    async def get(self, s3: S3Request) -> web.StreamResponse:
+        ref, _ = self.fe.resolve(s3.bucket)
+        request = s3.request
+        headers = {}
+        if "Range" in request.headers:
+            headers["Range"] = request.headers["Range"]
+        if s3.query.get("partNumber") not in (None, "1"):
+            raise S3Error("InvalidArgument", "partNumber other than 1 is not supported")
+        try:
+            async with self.open_source(ref, s3.key, headers, request.method) as up:
+                if up.status == 416:
+                    raise S3Error("InvalidRange", "The requested range is not satisfiable",
+                                  ActualObjectSize=up.headers.get("Content-Range", "*/?")
+                                  .rpartition("/")[2])
+                await self.fe.raise_for(up, "target")
+                preconditions(request.headers, up.headers.get("ETag", ""),
+                              _http_seconds(up.headers.get("Last-Modified")))
+                out = web.StreamResponse(status=up.status, headers=common_headers(request))
+                for name in PASSED_HEADERS:
+                    if name in up.headers:
+                        out.headers[name] = up.headers[name]
+                for name, value in up.headers.items():
+                    if name.lower().startswith("x-amz-meta-"):
+                        out.headers[name] = value
+                if "Content-Type" not in up.headers:
+                    out.headers["Content-Type"] = "binary/octet-stream"
+                for param, name in OVERRIDES.items():
+                    if param in s3.query:
+                        out.headers[name] = s3.query[param]
+                if up.content_length is not None:
+                    out.content_length = up.content_length
+                await out.prepare(request)
+                if request.method != "HEAD":
+                    async for chunk in up.content.iter_chunked(CHUNK):
+                        await out.write(chunk)
+                await out.write_eof()
+                return out
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise NodeUnavailable(f"the owning target failed mid-answer: {exc}") from exc
+
+    async def get_acl(self, s3: S3Request) -> web.Response:
+        """A fixed ACL (the key's owner has full control): what aisync enforces is keys."""
+        self.fe.resolve(s3.bucket)
+        grant = [("Grantee", [("ID", "aisync"), ("DisplayName", "aisync")]),
+                 ("Permission", "FULL_CONTROL")]
+        element = document("AccessControlPolicy", [("Owner", OWNER),
+                                                   ("AccessControlList", [("Grant", grant)])])
+        grantee = element.find(".//Grantee")
+        assert grantee is not None
+        grantee.set("xmlns:xsi", "http://www.w3.org/2001/XMLSchema-instance")
+        grantee.set("xsi:type", "CanonicalUser")
+        return xml_response(s3.request, element)
+
+    # -- writes --
+    async def put(self, s3: S3Request, *, body=None, attrs: dict | None = None,
+                  md5: str | None = None) -> web.Response:
+        ref, _ = self.fe.resolve(s3.bucket)
+        request = s3.request
+        up_headers = await self.store(ref, s3.key, s3, body=body, attrs=attrs, md5=md5)
+        headers = {"ETag": up_headers.get("ETag", "")}
+        return web.Response(status=200, headers={**common_headers(request), **headers})
+
+    async def store(self, ref, key: str, s3: S3Request, *, body=None, attrs: dict | None = None,
+                    md5: str | None = None, length: int | None = None):
+        """PUT an object at its owner from the request body (verified) or ``body`` (an async
+        iterable of ``length`` bytes); returns the target's answer headers."""
+        fe = self.fe
+        if body is None:
+            body = VerifiedBody(s3.request, s3.auth)
+            length = body.length
+            md5 = content_md5_hex(s3.request)
+        attrs = put_attrs(s3.request) if attrs is None else attrs
+        owner = fe.owner(ref, key)
+        headers = {"Content-Length": str(length), "X-Aisync-Md5": md5 or "want",
+                   "X-Aisync-Attrs": json.dumps(attrs, separators=(",", ":"))}
+        try:
+            async with fe.session.put(fe.object_url(owner, ref, key),
+                                      params=fe.bucket_params(ref), headers=headers, data=body,
+                                      timeout=_stream_timeout()) as up:
+                await fe.raise_for(up, "target")
+                await up.read()
+                return up.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failed = getattr(body, "error", None)
+            if failed is not None:
+                raise failed from None  # the body failed its checks: nothing was stored
+            raise NodeUnavailable(f"target {owner.id} failed the write: {exc}") from exc
+
+    async def delete(self, s3: S3Request) -> web.Response:
+        ref, _ = self.fe.resolve(s3.bucket)
+        await self._delete_one(ref, s3.key)
+        return web.Response(status=204, headers=common_headers(s3.request))
+
+    async def _delete_one(self, ref, key: str) -> None:
+        fe = self.fe
+        owner = fe.owner(ref, key)
+        try:
+            async with fe.session.delete(fe.object_url(owner, ref, key),
+                                         params=fe.bucket_params(ref)) as up:
+                if up.status == 404:
+                    return  # S3: deleting a missing key succeeds
+                await fe.raise_for(up, "target")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NodeUnavailable(f"target {owner.id} failed the delete: {exc}") from exc
+
+    async def delete_many(self, s3: S3Request) -> web.Response:
+        ref, _ = self.fe.resolve(s3.bucket)
+        root = await read_xml(s3.request)
+        if root.tag != "Delete":
+            raise S3Error("MalformedXML", "expected a Delete document")
+        quiet = (root.findtext("Quiet") or "").strip().lower() == "true"
+        keys = [(o.findtext("Key") or "") for o in root.findall("Object")]
+        if not keys or len(keys) > 1000:
+            raise S3Error("MalformedXML", "a Delete lists 1 to 1000 objects")
+        gate = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+        async def one(key: str) -> tuple[str, str | None, str]:
+            async with gate:
+                try:
+                    await self._delete_one(ref, key)
+                    return key, None, ""
+                except AisyncError as exc:
+                    return key, s3_code(exc), exc.message
+
+        results = await asyncio.gather(*(one(k) for k in keys))
+        children: list = []
+        for key, code, message in results:
+            if code is None:
+                if not quiet:
+                    children.append(("Deleted", [("Key", key)]))
+            else:
+                children.append(("Error", [("Key", key), ("Code", code), ("Message", message)]))
+        return xml_response(s3.request, document("DeleteResult", children))
+
+    async def copy(self, s3: S3Request) -> web.Response:
+        """CopyObject: the source streams from its owner into a PUT at the destination's."""
+        request = s3.request
+        src_bucket, src_key = copy_source(request.headers["x-amz-copy-source"])
+        src_ref, _ = self.fe.resolve(src_bucket)
+        dst_ref, _ = self.fe.resolve(s3.bucket)
+        directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
+        if directive not in ("COPY", "REPLACE"):
+            raise S3Error("InvalidArgument", "Unknown metadata directive.")
+        if (src_ref, src_key) == (dst_ref, s3.key) and directive == "COPY":
+            raise S3Error("InvalidRequest", "This copy request is illegal because it is trying "
+                          "to copy an object to itself without changing the object's metadata, "
+                          "storage class, website redirect location or encryption attributes.")
+        try:
+            async with self.open_source(src_ref, src_key) as src:
+                await self.fe.raise_for(src, "target")
+                preconditions(request.headers, src.headers.get("ETag", ""),
+                              _http_seconds(src.headers.get("Last-Modified")),
+                              prefix="x-amz-copy-source-", reading=False)
+                attrs = attrs_of(src.headers) if directive == "COPY" else put_attrs(request)
+                length = src.content_length
+                if length is None:
+                    raise NodeUnavailable("the source target sent no Content-Length")
+                answer = await self.store(dst_ref, s3.key, s3,
+                                          body=src.content.iter_chunked(CHUNK), attrs=attrs,
+                                          length=length)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            raise NodeUnavailable(f"the copy's source failed mid-read: {exc}") from exc
+        modified = _http_seconds(answer.get("Last-Modified")) or 0.0
+        element = document("CopyObjectResult", [("LastModified", iso_time(modified)),
+                                                ("ETag", answer.get("ETag", ""))])
+        return xml_response(request, element)
+
+
+def copy_source(value: str) -> tuple[str, str]:
+    """``x-amz-copy-source``: ``[/]bucket/key`` URL-encoded; a versionId is not supported."""
+    path, _, query = value.partition("?")
+    if query:
+        raise S3Error("NotImplemented", "copying a specific source version is not implemented")
+    bucket, _, key = unquote(path).lstrip("/").partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: "
+                      "sourcebucket/sourcekey")
+    return bucket, key
+
+
+def _stream_timeout() -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120)
+
+
