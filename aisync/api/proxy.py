@@ -25,6 +25,7 @@ from aisync.api.common import (
     page_limit,
 )
 from aisync.api.jobs import ProxyJobs
+from aisync.api.keys import ProxyKeys
 from aisync.api.relay import relay
 from aisync.api.remotes import ProxyRemotes
 from aisync.api.runtime import NodeRuntime
@@ -68,6 +69,7 @@ class ProxyNode(NodeRuntime):
         r.add("PATCH", "/v1/buckets/{bucket}", self.handle_bucket_props)
         self.jobs = ProxyJobs(self)
         self.remotes = ProxyRemotes(self)
+        self.keys = ProxyKeys(self)
 
     @property
     def is_primary(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from aisync import __version__
+from aisync.cli.auth import auth
 from aisync.cli.bucket import bucket
 from aisync.cli.cluster import cluster
 from aisync.cli.common import DEFAULT_ENDPOINT, CliError, CliState, UsageFailure, describe_oserror
@@ -90,6 +91,7 @@ cli.add_command(object_group)
 cli.add_command(job)
 cli.add_command(schedule)
 cli.add_command(remote)
+cli.add_command(auth)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,6 +26,7 @@ from yarl import URL
 
 from aisync.client.body import BodySource, BytesBody, Progress, make_body
 from aisync.client.jobs import JobsMixin
+from aisync.client.keys import KeysMixin
 from aisync.client.types import (
     ObjectEntry,
     ObjectInfo,
@@ -115,7 +116,7 @@ class ObjectReader:
         self._response.release()
 
 
-class AsyncClient(JobsMixin):
+class AsyncClient(JobsMixin, KeysMixin):
     """Asynchronous client of one aisync cluster (any proxy's URL as ``endpoint``).
 
     ``timeout`` bounds connecting and every wait for data, not the length of a transfer.

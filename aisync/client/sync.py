@@ -207,6 +207,19 @@ class Client:
     def metrics(self) -> str:
         return self._call(self._async.metrics())
 
+    # -- S3 access keys ----------------------------------------------------------------------
+
+    def create_access_key(self, access_key: str | None = None, secret_key: str | None = None,
+                          description: str = "") -> dict:
+        """See :meth:`AsyncClient.create_access_key`: the answer holds the secret, once."""
+        return self._call(self._async.create_access_key(access_key, secret_key, description))
+
+    def list_access_keys(self) -> list[dict]:
+        return self._call(self._async.list_access_keys())
+
+    def delete_access_key(self, access_key: str) -> None:
+        return self._call(self._async.delete_access_key(access_key))
+
     # -- objects -----------------------------------------------------------------------------
 
     def put_object(self, bucket: BucketLike, name: str, data: Any, *, size: int | None = None,
