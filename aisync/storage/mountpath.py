@@ -5,6 +5,8 @@ Layout under the root::
     .aisync-mountpath         marker holding the mountpath id (created once)
     objects/PROVIDER/[@NS/]BUCKET/XY/<32 hex>   object files (xxh3-128 of the object name)
     tmp/                      in-flight writes; emptied at start (a crash leaves only garbage here)
+    uploads/PROVIDER/[@NS/]BUCKET/<upload id>/   multipart uploads in progress (see
+                              ``aisync.storage.uploads``); kept across restarts
     quarantine/               copies that failed their checksum
     trash/                    destroyed buckets, removed in the background
 """
@@ -40,11 +42,12 @@ class Mountpath:
         self.tmp = self.root / "tmp"
         self.quarantine = self.root / "quarantine"
         self.trash = self.root / "trash"
+        self.uploads = self.root / "uploads"
         self.id = ""
 
     def open(self) -> None:
         """Create the layout, check xattr support, clear leftovers of a crash. Blocking."""
-        for d in (self.root, self.objects, self.tmp, self.quarantine, self.trash):
+        for d in (self.root, self.objects, self.tmp, self.quarantine, self.trash, self.uploads):
             d.mkdir(parents=True, exist_ok=True)
         marker = self.root / MARKER
         if marker.exists():
@@ -94,9 +97,10 @@ class Mountpath:
         return DiskUsage(str(self.root), st.total, st.used, st.free)
 
     def move_bucket_to_trash(self, bucket_uname: str) -> None:
-        src = self.bucket_dir(bucket_uname)
-        if src.exists():
-            os.replace(src, self.trash / uuid.uuid4().hex)
+        """A destroyed bucket's objects and its uploads in progress go to the trash."""
+        for src in (self.bucket_dir(bucket_uname), self.uploads / bucket_uname):
+            if src.exists():
+                os.replace(src, self.trash / uuid.uuid4().hex)
 
     def empty_trash(self) -> None:
         for item in self.trash.iterdir():

@@ -222,3 +222,33 @@ class AccessKeyNotFound(NotFound):
 
 
 ERRORS_BY_CODE[AccessKeyNotFound.code] = AccessKeyNotFound
+
+
+# -- multipart uploads (S3 semantics; see aisync.storage.uploads) --
+
+class UploadNotFound(NotFound):
+    """No multipart upload with this id (never created, completed, aborted or expired)."""
+
+    code = "NoSuchUpload"
+
+
+class InvalidPart(InvalidArgument):
+    """A part named in a complete request is missing or its ETag does not match."""
+
+    code = "InvalidPart"
+
+
+class InvalidPartOrder(InvalidArgument):
+    """The parts of a complete request are not in strictly ascending order."""
+
+    code = "InvalidPartOrder"
+
+
+class EntityTooSmall(InvalidArgument):
+    """A part other than the last is smaller than the minimum part size (5 MiB)."""
+
+    code = "EntityTooSmall"
+
+
+ERRORS_BY_CODE.update({cls.code: cls for cls in (UploadNotFound, InvalidPart, InvalidPartOrder,
+                                                 EntityTooSmall)})
