@@ -28,7 +28,9 @@ from aisync.api.jobs import ProxyJobs
 from aisync.api.keys import ProxyKeys
 from aisync.api.relay import relay
 from aisync.api.remotes import ProxyRemotes
+from aisync.api.router import Router
 from aisync.api.runtime import NodeRuntime
+from aisync.api.s3.frontend import S3Frontend
 from aisync.cluster.maps import BucketProps, NodeInfo
 from aisync.cluster.primary import Primary
 from aisync.util.errors import (
@@ -69,6 +71,10 @@ class ProxyNode(NodeRuntime):
         r.add("PATCH", "/v1/buckets/{bucket}", self.handle_bucket_props)
         self.jobs = ProxyJobs(self)
         self.remotes = ProxyRemotes(self)
+        self.s3 = S3Frontend(self)
+        self.s3_url: str | None = None
+        if config.s3.enabled:  # S3 at the root of this port: every path outside /v1/
+            r.set_fallback(self.s3, expect=self.s3.expect)
         self.keys = ProxyKeys(self)
 
     @property
@@ -87,6 +93,28 @@ class ProxyNode(NodeRuntime):
         self.spawn(self.primary.run_keepalive(), "keepalive")
         await self.jobs.start()
         self._stack.push_async_callback(self.jobs.stop)
+
+    async def after_listen(self, runner: web.BaseRunner) -> None:
+        """The dedicated S3-only port (``s3.port``), when configured."""
+        port = self.config.s3.port
+        if not self.config.s3.enabled or port is None:
+            return
+        only_s3 = Router()
+        only_s3.set_fallback(self.s3, expect=self.s3.expect)
+        s3_runner = web.ServerRunner(web.Server(only_s3), handle_signals=False,
+                                     shutdown_timeout=5.0)
+        await s3_runner.setup()
+        self._stack.push_async_callback(s3_runner.cleanup)
+        site = web.TCPSite(s3_runner, self.config.host, port, backlog=1024, reuse_address=True)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.s3_url = f"http://{self.config.host}:{bound}"
+        log.info("S3 API at %s", self.s3_url, extra={"url": self.s3_url})
+
+    async def node_status(self) -> dict:
+        status = await super().node_status()
+        status["s3_url"] = self.s3_url or (self.me.url if self.config.s3.enabled else None)
+        return status
 
     def is_ready(self) -> bool:
         cmap = self.state.cmap
@@ -269,20 +297,28 @@ class ProxyNode(NodeRuntime):
         await self._remote_bucket(request)
         ref, props = self.known_bucket(request)
         prefix = validate_prefix(request.query.get("prefix", ""))
-        limit = page_limit(request)
-        token = request.query.get("token") or None
+        page, next_token = await self.list_page(ref, props, prefix,
+                                                request.query.get("token") or None,
+                                                page_limit(request), bool_query(request, "cached"))
+        for entry in page:
+            entry.pop("attrs", None)
+        return web.json_response({"objects": page, "next_token": next_token})
+
+    async def list_page(self, ref: BucketRef, props: BucketProps, prefix: str,
+                        token: str | None, limit: int,
+                        cached_only: bool = False) -> tuple[list[dict], str | None]:
+        """Up to ``limit`` entries after ``token`` in key order, and the next token (None at
+        the end). Entries of cached buckets carry ``version`` (the source's token, None when
+        the source no longer lists the name), ``in_source``, ``cached``, ``cached_version``."""
         cached_page, cached_more = await self._cached_page(ref, prefix, token, limit)
-        if not props.backed or bool_query(request, "cached"):
-            if props.backed:
-                for entry in cached_page:
-                    entry.update(cached=True, version=entry.pop("source", None))
-            else:
-                for entry in cached_page:
-                    entry.pop("source", None)
+        if not props.backed or cached_only:
+            for entry in cached_page:
+                source = entry.pop("source", None)
+                if props.backed:
+                    entry.update(cached=True, version=source)
             page = cached_page[:limit]
             more = cached_more or len(cached_page) > limit
-            return web.json_response({"objects": page,
-                                      "next_token": page[-1]["name"] if more and page else None})
+            return page, page[-1]["name"] if more and page else None
         backend, source = await self.sources.backend_for(props)
         listed = await backend.list_page(source, prefix, token, limit)
         cached = {e["name"]: e for e in cached_page}
@@ -294,18 +330,19 @@ class ProxyNode(NodeRuntime):
                 "version": entry.version.to_dict(), "in_source": True, "cached": copy is not None,
                 "checksum": copy["checksum"] if copy else "",
                 "mtime_ns": copy["mtime_ns"] if copy else 0,
-                "cached_version": copy.get("source") if copy else None}
+                "cached_version": copy.get("source") if copy else None,
+                "attrs": copy.get("attrs") if copy else None}
         for name, copy in cached.items():
             if name not in merged:  # cached, but the source no longer lists it
                 merged[name] = {"name": name, "size": copy["size"], "version": None,
                                 "in_source": False, "cached": True,
                                 "checksum": copy["checksum"], "mtime_ns": copy["mtime_ns"],
-                                "cached_version": copy.get("source")}
+                                "cached_version": copy.get("source"),
+                                "attrs": copy.get("attrs")}
         names = sorted(merged, key=lambda n: n.encode("utf-8", "surrogatepass"))
         page = [merged[n] for n in names[:limit]]
         more = len(names) > limit or listed.next_token is not None or cached_more
-        return web.json_response({"objects": page,
-                                  "next_token": page[-1]["name"] if more and page else None})
+        return page, page[-1]["name"] if more and page else None
 
     async def _cached_page(self, ref: BucketRef, prefix: str, token: str | None,
                            limit: int) -> tuple[list[dict], bool]:

@@ -18,7 +18,7 @@ def boto3_client(endpoint: str, access_key: str = ACCESS_KEY, secret_key: str = 
                  **config):
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id=access_key, aws_secret_access_key=secret_key,
-                        config=Config(s3={"addressing_style": "path"},
+                        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4",
                                       retries={"max_attempts": 1}, **config))
 
 
@@ -30,7 +30,7 @@ def moto():
 
 @pytest.fixture(scope="module")
 def s3_cluster(moto):
-    extra = {"s3": {"port": 0},
+    extra = {"s3": {"port": 0, "anonymous": True},
              "backends": {"lab": {"provider": "s3", "endpoint_url": moto, **CREDENTIALS}}}
     with LocalCluster(targets=3, extra=extra) as cluster:
         with Client(cluster.endpoint) as client:
