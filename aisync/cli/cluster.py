@@ -76,7 +76,7 @@ class NodePlan:
 
 
 def plan_cluster(cluster_dir: Path, *, targets: int, proxies: int, mountpaths: int,
-                 ports: list[int]) -> list[NodePlan]:
+                 ports: list[int], name: str = CLUSTER_NAME) -> list[NodePlan]:
     """The nodes of a local cluster and each one's node.yaml content (first proxy = primary)."""
     cluster_dir = cluster_dir.resolve()
     ids = [f"proxy-{i}" for i in range(proxies)] + [f"target-{i}" for i in range(targets)]
@@ -92,7 +92,7 @@ def plan_cluster(cluster_dir: Path, *, targets: int, proxies: int, mountpaths: i
             "host": HOST,
             "port": plan.port,
             "data_dir": str(plan.dir),
-            "cluster": {"name": CLUSTER_NAME},
+            "cluster": {"name": name},
             "logging": {"format": "json"},
         }
         if i > 0:
@@ -256,8 +256,10 @@ def cluster() -> None:
                    "running until Ctrl-C (default).")
 @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(1),
               help="Seconds to wait for every node to be ready.")
+@click.option("--name", default=CLUSTER_NAME, show_default=True,
+              help="Cluster name (a zone); give each cluster on one machine its own --dir.")
 def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
-       detach: bool, timeout: float) -> None:
+       detach: bool, timeout: float, name: str) -> None:
     """Start a local cluster: proxies and targets as processes on 127.0.0.1.
 
     Writes DIR/<node>/node.yaml and DIR/<node>/node.log for each node and records the cluster
@@ -283,7 +285,7 @@ def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
         ports = [port, *free_ports(count - 1, HOST, exclude=[port])]
     cluster_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_cluster(cluster_dir, targets=targets, proxies=proxies, mountpaths=mountpaths,
-                         ports=ports)
+                         ports=ports, name=name)
     write_configs(plans)
     env = child_env()
     procs: dict[str, subprocess.Popen] = {}
@@ -305,7 +307,7 @@ def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
                 raise CliError(f"cluster up failed: {exc}") from None
             raise CliError("interrupted; the cluster was stopped", exit_code=130) from None
         endpoint = plans[0].url
-        click.echo(f"cluster {CLUSTER_NAME} is up: {proxies} prox{'y' if proxies == 1 else 'ies'}"
+        click.echo(f"cluster {name} is up: {proxies} prox{'y' if proxies == 1 else 'ies'}"
                    f", {targets} target(s); dir {cluster_dir}", err=True)
         if detach:
             click.echo(endpoint)

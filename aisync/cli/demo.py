@@ -1,9 +1,13 @@
-"""``aisync demo``: the end-to-end scenario on embedded defaults, no cloud account needed.
+"""``aisync demo``: the end-to-end scenarios on embedded defaults, no cloud account needed.
 
-Brings up a local cluster (1 proxy + 3 targets) in a temporary directory, generates a small
-dataset (image-sized files plus a few large shards), uploads it, lists it, reads every object
-back and verifies it byte for byte (xxh3), checks a range read, prints a report, then tears the
-cluster down. Exit status 0 means every check passed.
+By default the two-zone scenario (:mod:`aisync.cli.demo_zones`): an ``fs://`` source of truth,
+zone-a and zone-b on loopback, scheduled sync, an out-of-band change, a cross-zone read served
+by the peer, a checkpoint carried from zone-a to zone-b, and each bucket's freshness.
+
+``--single-cluster``: the round trip on one local cluster (1 proxy + 3 targets) in a temporary
+directory: generates a small dataset (image-sized files plus a few large shards), uploads it,
+lists it, reads every object back and verifies it byte for byte (xxh3), checks a range read,
+prints a report, then tears the cluster down. Exit status 0 means every check passed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 import click
 import xxhash
 
-from aisync.cli.common import CliError, count_bar, human_bytes, print_table
+from aisync.cli.common import CliError, UsageFailure, count_bar, human_bytes, print_table
+from aisync.cli.demo_zones import run_two_zones
 from aisync.cli.state import read_state
 from aisync.client import AsyncClient
 
@@ -111,30 +116,55 @@ async def _scenario(endpoint: str, dataset: Path, sums: dict[str, str], jobs: in
 
 
 @click.command()
+@click.option("--single-cluster", is_flag=True,
+              help="Run the single-cluster round trip instead of the two-zone scenario.")
 @click.option("--files", default=300, show_default=True, type=click.IntRange(1),
-              help="Image-sized files (8-264 KiB each).")
+              help="Small files: 4-68 KiB each (two zones), 8-264 KiB (--single-cluster).")
 @click.option("--shards", default=4, show_default=True, type=click.IntRange(0),
               help="Large shard files.")
-@click.option("--shard-mib", default=16, show_default=True, type=click.IntRange(1),
-              help="Size of each shard in MiB.")
+@click.option("--shard-mib", type=click.IntRange(1),
+              help="Size of each shard in MiB.  [default: 4; 16 with --single-cluster]")
+@click.option("--targets", default=2, show_default=True, type=click.IntRange(1, 8),
+              help="Targets per zone (two zones; --single-cluster always starts 3).")
+@click.option("--every", default=3.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds between scheduled runs (two zones).")
+@click.option("--timeout", default=90.0, show_default=True, type=click.FloatRange(5),
+              help="Seconds to wait for any one step (two zones).")
 @click.option("--jobs", default=16, show_default=True, type=click.IntRange(1),
-              help="Concurrent requests.")
-@click.option("--keep", is_flag=True, help="Leave the cluster running and print its endpoint.")
+              help="Concurrent requests (--single-cluster).")
+@click.option("--keep", is_flag=True, help="Leave the cluster(s) running and print how to stop "
+                                           "them.")
 @click.option("--progress/--no-progress", default=None,
-              help="Progress bars (default: when stderr is a terminal).")
-def demo(files: int, shards: int, shard_mib: int, jobs: int, keep: bool,
-         progress: bool | None) -> None:
-    """Run the end-to-end scenario on a local cluster (no cloud account needed).
+              help="Progress bars (--single-cluster; default: when stderr is a terminal).")
+def demo(single_cluster: bool, files: int, shards: int, shard_mib: int | None, targets: int,
+         every: float, timeout: float, jobs: int, keep: bool, progress: bool | None) -> None:
+    """Run the end-to-end scenario on this machine (no cloud account needed).
 
     \b
-    Starts 1 proxy + 3 targets on loopback, uploads a generated dataset, lists it, reads every
-    object back and verifies it byte for byte, checks a range read, prints a report and stops
-    the cluster. Exit status 0 means every check passed.
+    Default, two zones: an fs:// directory as the source of truth, zone-a and zone-b
+    (1 proxy + 2 targets each) on loopback. A schedule in zone-a syncs the dataset; files
+    change behind its back and the next run syncs exactly those; zone-b reads the dataset
+    from zone-a's cache (peer-first); a checkpoint written in zone-a reaches zone-b by a
+    scheduled feed-following sync; then each bucket's freshness. About half a minute.
+
+    \b
+    --single-cluster: 1 proxy + 3 targets; uploads a generated dataset, lists it, reads every
+    object back and verifies it byte for byte, checks a range read.
+
+    Prints a report and stops everything. Exit status 0 means every check passed.
 
     \b
     Example:
-      aisync demo --files 1000 --shards 8
+      aisync demo
+      aisync demo --single-cluster --files 1000 --shards 8
     """
+    if not single_cluster:
+        if files < 10:
+            raise UsageFailure("the two-zone demo needs --files 10 or more")
+        run_two_zones(files=files, shards=shards, shard_mib=shard_mib or 4, targets=targets,
+                      every=every, timeout=timeout, keep=keep)
+        return
+    shard_mib = shard_mib or 16
     progress = sys.stderr.isatty() if progress is None else progress
     work = Path(tempfile.mkdtemp(prefix="aisync-demo-"))
     cluster_dir = work / "cluster"
