@@ -143,7 +143,7 @@ def _kill_inside(ns: str) -> None:
 
 
 def reap_stale() -> None:
-    """Delete namespaces of earlier runs whose process is gone (killed before cleaning up)."""
+    """Delete namespaces (and log directories) of earlier runs whose process is gone."""
     for ns in _namespaces():
         m = re.match(rf"{PREFIX}(\d+)-", ns)
         if m and not _alive(int(m.group(1))):
@@ -151,6 +151,10 @@ def reap_stale() -> None:
             sh(["ip", "netns", "del", ns], check=False)
             if ns.endswith("-hub"):  # the root end of its veth normally goes with it
                 sh(["ip", "link", "del", f"aw{ns.split('-')[1]}"], check=False)
+    for workdir in Path(tempfile.gettempdir()).glob(f"aisync-wan-{PREFIX}*"):
+        m = re.match(rf"aisync-wan-{PREFIX}(\d+)-", workdir.name)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _used_networks() -> list[ipaddress.IPv4Network]:
@@ -188,7 +192,7 @@ class Wan:
         self.base = f"{PREFIX}{os.getpid()}-{self.tag}"
         self.hub = f"{self.base}-hub"
         self.root_if = f"aw{self.tag}"
-        self.workdir = Path(tempfile.mkdtemp(prefix="aisync-wan-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"aisync-wan-{self.base}-"))  # logs
         self.mode = ""
         self.root_addr = ""
         self._addrs: dict[str, str] = {}
