@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from aisync.api.common import STORED_HEADERS
+from aisync.api.s3 import splice
 from aisync.api.s3.body import VerifiedBody, content_md5_hex
 from aisync.api.s3.xml import (
     S3Error,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from aisync.api.s3.frontend import S3Frontend, S3Request
 
 CHUNK = 1 << 20
+SPLICE_MIN = 1 << 20  # bodies from this size on move target → client with splice(2)
 #: Headers of a target's answer an S3 client sees.
 PASSED_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "ETag", "Last-Modified",
                   "Accept-Ranges", *STORED_HEADERS)
@@ -159,12 +161,38 @@ class ObjectOps:
                     out.content_length = up.content_length
                 await out.prepare(request)
                 if request.method != "HEAD":
-                    async for chunk in up.content.iter_chunked(CHUNK):
-                        await out.write(chunk)
+                    await self._body(request, up, out)
                 await out.write_eof()
                 return out
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise NodeUnavailable(f"the owning target failed mid-answer: {exc}") from exc
+
+    @staticmethod
+    async def _body(request: web.BaseRequest, up: aiohttp.ClientResponse,
+                    out: web.StreamResponse) -> None:
+        """The target's body to the client: spliced in the kernel when large (the upstream
+        connection is then closed, not pooled), streamed through Python otherwise."""
+        remaining = up.content_length
+        connection = up.connection
+        if remaining is not None and remaining >= SPLICE_MIN and splice.AVAILABLE and \
+                connection is not None and connection.transport is not None and \
+                "Transfer-Encoding" not in up.headers:
+            transport = connection.transport
+            transport.pause_reading()
+            while remaining:
+                buffered = up.content.read_nowait(-1)
+                if not buffered:
+                    break
+                await out.write(buffered)
+                remaining -= len(buffered)
+            transport.pause_reading()  # reading the buffer may have resumed it
+            if not remaining or await splice.relay_rest(transport, request.transport,
+                                                         remaining):
+                up.close()
+                return
+            transport.resume_reading()
+        async for chunk in up.content.iter_chunked(CHUNK):
+            await out.write(chunk)
 
     async def get_acl(self, s3: S3Request) -> web.Response:
         """A fixed ACL (the key's owner has full control): what aisync enforces is keys."""
