@@ -88,6 +88,9 @@ class ProxyKeys:
         self.node = node
         #: access key -> (secret or None for "no such key", monotonic expiry); non-primary only
         self._cache: dict[str, tuple[str | None, float]] = {}
+        # On the primary: secrets read from its own catalog, exact because only this process
+        # changes that catalog (dropped on every create and delete here).
+        self._known: dict[str, str] = {}
         self._inflight: dict[str, asyncio.Future[str | None]] = {}
         r = node.router
         r.add("POST", "/v1/auth/keys", self.handle_create)
@@ -111,6 +114,7 @@ class ProxyKeys:
         secret_key = generate_secret_key() if given_secret is None else check_secret_key(
             given_secret)
         description = check_description(body.get("description"))
+        self._known.pop(access_key, None)
         row = await self.node.run_blocking(
             self.node.catalog.create_access_key, access_key, secret_key, description)
         log.info("access key %s created (%s id)", access_key,
@@ -128,7 +132,10 @@ class ProxyKeys:
         if not self.node.is_primary:
             return await self._forward(request)
         access_key = request["match"]["access_key"]
-        if not await self.node.run_blocking(self.node.catalog.delete_access_key, access_key):
+        self._known.pop(access_key, None)
+        deleted = await self.node.run_blocking(self.node.catalog.delete_access_key, access_key)
+        self._known.pop(access_key, None)  # a lookup may have raced the delete
+        if not deleted:
             raise AccessKeyNotFound(f"no access key {access_key!r}", access_key=access_key)
         log.info("access key %s removed", access_key)
         return web.Response(status=204)
@@ -167,7 +174,16 @@ class ProxyKeys:
         if not isinstance(access_key, str) or not ACCESS_KEY_RE.fullmatch(access_key):
             return None
         if self.node.is_primary:
-            return await self.node.run_blocking(self.node.catalog.access_key_secret, access_key)
+            known = self._known.get(access_key)
+            if known is not None:
+                return known
+            secret = await self.node.run_blocking(self.node.catalog.access_key_secret,
+                                                  access_key)
+            if secret is not None:
+                if len(self._known) >= CACHE_MAX_ENTRIES:
+                    self._known.clear()
+                self._known[access_key] = secret
+            return secret
         hit = self._cache.get(access_key)
         if hit is not None:
             if hit[1] > time.monotonic():

@@ -34,6 +34,7 @@ ends; others are listed in ``ChunkedDecoder.unverified``. Commit nothing before 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import importlib
@@ -145,6 +146,7 @@ def _text(component: str) -> str:
     return _decode(component).decode("utf-8", "surrogateescape")
 
 
+@functools.lru_cache(maxsize=1024)  # one derivation per key and day, not per request
 def signing_key(secret_key: str, date: str, region: str, service: str = "s3") -> bytes:
     key = ("AWS4" + secret_key).encode()
     for part in (date, region, service, "aws4_request"):
