@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,8 @@ class NodePlan:
 
 
 def plan_cluster(cluster_dir: Path, *, targets: int, proxies: int, mountpaths: int,
-                 ports: list[int], name: str = CLUSTER_NAME) -> list[NodePlan]:
+                 ports: list[int], name: str = CLUSTER_NAME,
+                 s3_port: int | None = None) -> list[NodePlan]:
     """The nodes of a local cluster and each one's node.yaml content (first proxy = primary)."""
     cluster_dir = cluster_dir.resolve()
     ids = [f"proxy-{i}" for i in range(proxies)] + [f"target-{i}" for i in range(targets)]
@@ -97,6 +100,8 @@ def plan_cluster(cluster_dir: Path, *, targets: int, proxies: int, mountpaths: i
         }
         if i > 0:
             cfg["cluster"]["primary_url"] = primary_url
+        if plan.role == "proxy" and s3_port is not None:  # the first proxy gets the given one
+            cfg["s3"] = {"port": s3_port if i == 0 else 0}
         if plan.role == "target":
             cfg["storage"] = {"mountpaths": [str(plan.dir / f"mp{m}") for m in range(mountpaths)]}
         plan.config = cfg
@@ -129,6 +134,15 @@ def spawn(plan: NodePlan, env: dict[str, str]) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                 cwd=str(plan.dir))
+
+
+def _s3_url(endpoint: str) -> str:
+    """Where the primary proxy serves S3: its dedicated port, else the endpoint's root."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/v1/node/status", timeout=5) as resp:
+            return json.loads(resp.read()).get("s3_url") or endpoint
+    except (OSError, ValueError):
+        return endpoint
 
 
 class StartupFailed(Exception):
@@ -258,8 +272,11 @@ def cluster() -> None:
               help="Seconds to wait for every node to be ready.")
 @click.option("--name", default=CLUSTER_NAME, show_default=True,
               help="Cluster name (a zone); give each cluster on one machine its own --dir.")
+@click.option("--s3-port", type=click.IntRange(0, 65535), default=None,
+              help="Also serve the S3 API on a dedicated port of each proxy (0: a free one). "
+                   "S3 is always served at the root of the endpoint as well.")
 def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
-       detach: bool, timeout: float, name: str) -> None:
+       detach: bool, timeout: float, name: str, s3_port: int | None) -> None:
     """Start a local cluster: proxies and targets as processes on 127.0.0.1.
 
     Writes DIR/<node>/node.yaml and DIR/<node>/node.log for each node and records the cluster
@@ -285,7 +302,7 @@ def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
         ports = [port, *free_ports(count - 1, HOST, exclude=[port])]
     cluster_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_cluster(cluster_dir, targets=targets, proxies=proxies, mountpaths=mountpaths,
-                         ports=ports, name=name)
+                         ports=ports, name=name, s3_port=s3_port)
     write_configs(plans)
     env = child_env()
     procs: dict[str, subprocess.Popen] = {}
@@ -309,6 +326,8 @@ def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
         endpoint = plans[0].url
         click.echo(f"cluster {name} is up: {proxies} prox{'y' if proxies == 1 else 'ies'}"
                    f", {targets} target(s); dir {cluster_dir}", err=True)
+        click.echo(f"S3 API at {_s3_url(endpoint)} (path-style; make credentials with "
+                   f"`aisync auth key create`)", err=True)
         if detach:
             click.echo(endpoint)
             return

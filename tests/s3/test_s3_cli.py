@@ -1,0 +1,45 @@
+"""The S3 user story from the command line: `cluster up --s3-port 0` prints the S3 address,
+`auth key create` makes credentials, and boto3 uses both."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.s3.conftest import boto3_client
+
+
+def aisync(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aisync", *args], capture_output=True,
+                          text=True, timeout=120, **kw)
+
+
+def test_cluster_up_prints_s3_port_and_keys_work(tmp_path):
+    up = aisync("cluster", "up", "--targets", "1", "--port", "0", "--s3-port", "0",
+                "--detach", "--dir", str(tmp_path / "c"))
+    assert up.returncode == 0, up.stderr
+    try:
+        endpoint = up.stdout.strip()
+        s3_url = re.search(r"S3 API at (http://\S+)", up.stderr)
+        assert s3_url and s3_url[1] != endpoint
+        made = aisync("--endpoint", endpoint, "auth", "key", "create", "--json")
+        assert made.returncode == 0, made.stderr
+        key = json.loads(made.stdout)
+        s3 = boto3_client(s3_url[1], key["access_key"], key["secret_key"])
+        s3.create_bucket(Bucket="story")
+        s3.put_object(Bucket="story", Key="x", Body=b"told")
+        assert s3.get_object(Bucket="story", Key="x")["Body"].read() == b"told"
+        listed = aisync("--endpoint", endpoint, "object", "ls", "ais://story")
+        assert listed.returncode == 0 and "x" in listed.stdout
+        removed = aisync("--endpoint", endpoint, "auth", "key", "rm", key["access_key"])
+        assert removed.returncode == 0, removed.stderr
+        with pytest.raises(ClientError) as exc:
+            s3.list_buckets()
+        assert exc.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+    finally:
+        aisync("cluster", "down", "--dir", str(tmp_path / "c"), "--purge")
