@@ -11,8 +11,11 @@ install-dev:
 	$(PIP) install -q -e '.[dev]'
 	bash .ci/postgres.sh
 	bash .ci/azurite.sh
+	bash .ci/wan.sh
+	bash .ci/clients.sh
 
-# The main job on embedded defaults: a local cluster, a dataset round trip, a report.
+# The main job on embedded defaults: an fs:// source and two zone clusters on loopback, the
+# two-zone scenario (scheduled sync, out-of-band change, peer-first read, checkpoint), a report.
 demo: install
 	$(PYTHON) -m aisync demo
 
