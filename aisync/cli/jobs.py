@@ -41,7 +41,7 @@ PLAN_ACTIONS = {"evict": ("would-evict",)}
 PLAN_DEFAULT = ("would-add", "would-update", "would-delete")
 PLAN_SHOWN = 50
 #: Progress counters of objects a job is done with.
-DONE_FIELDS = ("added", "updated", "deleted", "evicted", "skipped", "failed")
+DONE_FIELDS = ("added", "updated", "copied", "deleted", "evicted", "skipped", "failed")
 #: JobSpec defaults: ``job show`` lists only the options that differ.
 SPEC_DEFAULTS: dict[str, Any] = {
     "prefix": "", "latest": False, "delete": False, "max_delete": None, "shrink_limit": 0.5,
