@@ -74,7 +74,7 @@ class ProxyNode(NodeRuntime):
         self.s3 = S3Frontend(self)
         self.s3_url: str | None = None
         if config.s3.enabled:  # S3 at the root of this port: every path outside /v1/
-            r.set_fallback(self.s3, expect=self.s3.expect)
+            r.set_fallback(self.s3, expect=self.s3.expect, reserved="/v1")
         self.keys = ProxyKeys(self)
 
     @property

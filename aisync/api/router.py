@@ -74,10 +74,14 @@ class Router:
         self._patterns: list[_Pattern] = []
         self._by_text: dict[str, _Pattern] = {}
         self._fallback = Route(fallback) if fallback is not None else None
+        self._reserved: str | None = None
 
-    def set_fallback(self, handler: Handler, expect: ExpectHook | None = None) -> None:
-        """Serve every request no route matches with ``handler`` (the proxy's S3 front end)."""
+    def set_fallback(self, handler: Handler, expect: ExpectHook | None = None, *,
+                     reserved: str | None = None) -> None:
+        """Serve every request no route matches with ``handler`` (the proxy's S3 front end),
+        except paths under ``reserved`` (e.g. ``/v1``: they keep their 404/405 answers)."""
         self._fallback = Route(handler, expect)
+        self._reserved = reserved
 
     def add(self, method: str, pattern: str, handler: Handler, *,
             expect: ExpectHook | None = None) -> None:
@@ -101,7 +105,9 @@ class Router:
             if route is not None:
                 return route, params
             allowed = True
-        if self._fallback is not None:
+        reserved = self._reserved
+        if self._fallback is not None and not (
+                reserved and (path == reserved or path.startswith(reserved + "/"))):
             return self._fallback, {}
         if allowed:
             raise MethodNotAllowed(f"{method} is not allowed on {path}")
