@@ -95,11 +95,32 @@ def test_bucket_lifecycle(s3):
 
 def test_unsupported_operations_answer_not_implemented(s3, bucket):
     with pytest.raises(ClientError) as exc:
-        s3.get_bucket_tagging(Bucket=bucket)
+        s3.put_bucket_policy(Bucket=bucket, Policy="{}")
     assert (code(exc), status(exc)) == ("NotImplemented", 501)
     with pytest.raises(ClientError) as exc:
-        s3.put_bucket_policy(Bucket=bucket, Policy="{}")
+        s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": []})
     assert code(exc) == "NotImplemented"
+    with pytest.raises(ClientError) as exc:
+        s3.list_object_versions(Bucket=bucket)
+    assert code(exc) == "NotImplemented"
+
+
+def test_unconfigured_bucket_settings_read_as_s3_says(s3, bucket):
+    for call, expected in ((s3.get_bucket_policy, "NoSuchBucketPolicy"),
+                           (s3.get_bucket_cors, "NoSuchCORSConfiguration"),
+                           (s3.get_bucket_lifecycle_configuration,
+                            "NoSuchLifecycleConfiguration"),
+                           (s3.get_bucket_tagging, "NoSuchTagSet"),
+                           (s3.get_bucket_website, "NoSuchWebsiteConfiguration"),
+                           (s3.get_bucket_encryption,
+                            "ServerSideEncryptionConfigurationNotFoundError")):
+        with pytest.raises(ClientError) as exc:
+            call(Bucket=bucket)
+        assert (code(exc), status(exc)) == (expected, 404), call
+    assert s3.get_bucket_request_payment(Bucket=bucket)["Payer"] == "BucketOwner"
+    with pytest.raises(ClientError) as exc:
+        s3.get_bucket_policy(Bucket="no-such-bucket-for-policy")
+    assert code(exc) == "NoSuchBucket"
 
 
 # -- objects --

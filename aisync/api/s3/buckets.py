@@ -92,6 +92,11 @@ class BucketOps:
         self.fe.resolve(s3.bucket)
         return xml_response(s3.request, document("VersioningConfiguration"))
 
+    async def request_payment(self, s3: S3Request) -> web.Response:
+        self.fe.resolve(s3.bucket)
+        return xml_response(s3.request, document("RequestPaymentConfiguration",
+                                                 [("Payer", "BucketOwner")]))
+
     async def create(self, s3: S3Request) -> web.Response:
         """CreateBucket makes an ``ais://`` bucket (cached buckets are created natively, with
         their source). Re-creating a bucket you have answers BucketAlreadyOwnedByYou."""

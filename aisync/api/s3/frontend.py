@@ -43,6 +43,11 @@ PROVIDER_ORDER = ("ais", "s3", "gs", "az", "oci", "fs")
 #: Timeouts of a relayed object: no total limit (objects are large), but a stalled peer fails.
 STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120)
 READ_ONLY = ("GET", "HEAD")
+#: Bucket sub-resources aisync does not keep: reads answer S3's "not configured" error.
+UNCONFIGURED = {"policy": "NoSuchBucketPolicy", "cors": "NoSuchCORSConfiguration",
+                "lifecycle": "NoSuchLifecycleConfiguration", "tagging": "NoSuchTagSet",
+                "website": "NoSuchWebsiteConfiguration",
+                "encryption": "ServerSideEncryptionConfigurationNotFoundError"}
 
 
 class S3Request:
@@ -188,8 +193,14 @@ class S3Frontend:
                 return await self.multipart.list_uploads(s3)
             if "acl" in query:
                 return await self.objects.get_acl(s3)
-            self._unsupported(query, ("policy", "lifecycle", "cors", "website", "tagging",
-                                      "versions", "encryption", "logging", "notification",
+            for name, code in UNCONFIGURED.items():
+                if name in query:  # what S3 answers for a bucket without that configuration
+                    self.resolve(s3.bucket)
+                    raise S3Error(code, f"The bucket has no {name} configuration",
+                                  BucketName=s3.bucket)
+            if "requestPayment" in query:
+                return await self.buckets.request_payment(s3)
+            self._unsupported(query, ("versions", "logging", "notification",
                                       "replication", "object-lock", "policyStatus",
                                       "ownershipControls", "publicAccessBlock",
                                       "accelerate", "requestPayment", "analytics",
