@@ -30,9 +30,9 @@ def moto():
 
 @pytest.fixture(scope="module")
 def s3_cluster(moto):
-    extra = {"s3": {"port": 0, "anonymous": True},
+    extra = {"s3": {"port": 0, "anonymous": True, "domain": "s3.test"},
              "backends": {"lab": {"provider": "s3", "endpoint_url": moto, **CREDENTIALS}}}
-    with LocalCluster(targets=3, extra=extra) as cluster:
+    with LocalCluster(targets=3, proxies=2, extra=extra) as cluster:
         with Client(cluster.endpoint) as client:
             client.create_access_key(ACCESS_KEY, SECRET_KEY, "tests")
         yield cluster

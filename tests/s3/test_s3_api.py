@@ -506,5 +506,50 @@ def test_cached_bucket_reads_through_and_writes_through(s3, s3_cluster, oracle):
         oracle.head_object(Bucket=name, Key="via-aisync")
 
 
+def test_second_proxy_verifies_with_keys_from_the_primary(s3, s3_cluster, bucket):
+    second = s3_cluster.proxies[1]
+    assert second.url != s3_cluster.endpoint
+    other = boto3_client(second.url)
+    other.put_object(Bucket=bucket, Key="via-second", Body=b"two proxies")
+    assert s3.get_object(Bucket=bucket, Key="via-second")["Body"].read() == b"two proxies"
+    bad = boto3_client(second.url, secret_key="wrong-secret-for-the-second-proxy")
+    with pytest.raises(ClientError) as exc:
+        bad.get_object(Bucket=bucket, Key="via-second")
+    assert code(exc) == "SignatureDoesNotMatch"
+
+
+def test_virtual_hosted_style(s3, s3_endpoint, bucket):
+    s3.put_object(Bucket=bucket, Key="vh/key", Body=b"virtual host")
+    port = urlsplit(s3_endpoint).port
+    url = f"http://{bucket}.s3.test:{port}/vh/key"
+    headers = {**_signed("GET", url), "Host": f"{bucket}.s3.test:{port}"}
+    status_, _, body = raw(s3_endpoint, "GET", "/vh/key", headers)
+    assert (status_, body) == (200, b"virtual host")
+    headers = {**_signed("GET", f"http://{bucket}.s3.test:{port}/?list-type=2"),
+               "Host": f"{bucket}.s3.test:{port}"}
+    status_, _, body = raw(s3_endpoint, "GET", "/?list-type=2", headers)
+    assert status_ == 200 and b"<Key>vh/key</Key>" in body
+
+
+def test_expect_continue_refused_before_the_body(s3_endpoint, bucket):
+    """A PUT with bad credentials and ``Expect: 100-continue`` is answered before any body
+    byte is sent (the client never gets a 100)."""
+    url = f"{s3_endpoint}/{bucket}/never"
+    headers = _signed("PUT", url, b"x" * 1024)
+    headers["Authorization"] = headers["Authorization"][:-4] + "0000"
+    headers.update({"Expect": "100-continue", "Content-Length": "1024"})
+    parts = urlsplit(s3_endpoint)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.putrequest("PUT", f"/{bucket}/never", skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()  # headers only: the body waits for 100 Continue
+        resp = conn.getresponse()
+        assert resp.status == 403 and b"SignatureDoesNotMatch" in resp.read()
+    finally:
+        conn.close()
+
+
 def test_no_unhandled_errors(s3_cluster):
     assert s3_cluster.unhandled_errors() == []
