@@ -1,4 +1,12 @@
-"""The S3-compatible front end: owns the S3 wire protocol (SigV4 request authentication,
-aws-chunked bodies, XML and the S3 operations). Its modules work on plain values where they
-can so they are unit-testable. May import ``aisync.util`` and ``aisync.config``.
+"""The S3-compatible front end of a proxy.
+
+Owns the S3 wire protocol: addressing (path and virtual-hosted style), SigV4 authentication
+(:mod:`.sigv4`, pure: it imports nothing of aisync), verified request bodies (:mod:`.body`), the
+S3 XML documents and the one S3 error table (:mod:`.xml`), and the S3 operations
+(:mod:`.objects`, :mod:`.buckets`, :mod:`.multipart`) built on the proxy's view of the cluster
+and on the targets' native HTTP routes; large bodies are relayed with ``splice`` (:mod:`.splice`).
+
+May import: ``aisync.api.common``, ``aisync.cluster`` (maps), ``aisync.util``,
+``aisync.config``. Never ``aisync.api.target`` or ``aisync.storage``: objects are reached over
+HTTP, through the target that owns them (an import-linter contract).
 """
