@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 CHUNK = 1 << 20
 SPLICE_MIN = 1 << 20  # bodies from this size on move target → client with splice(2)
+SMALL_BODY = 256 << 10  # bodies up to this size are read whole and sent in one write
 #: Headers of a target's answer an S3 client sees.
 PASSED_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "ETag", "Last-Modified",
                   "Accept-Ranges", *STORED_HEADERS)
@@ -145,18 +146,27 @@ class ObjectOps:
                 await self.fe.raise_for(up, "target")
                 preconditions(request.headers, up.headers.get("ETag", ""),
                               _http_seconds(up.headers.get("Last-Modified")))
-                out = web.StreamResponse(status=up.status, headers=common_headers(request))
+                answer = common_headers(request)
                 for name in PASSED_HEADERS:
                     if name in up.headers:
-                        out.headers[name] = up.headers[name]
+                        answer[name] = up.headers[name]
                 for name, value in up.headers.items():
                     if name.lower().startswith("x-amz-meta-"):
-                        out.headers[name] = value
+                        answer[name] = value
                 if "Content-Type" not in up.headers:
-                    out.headers["Content-Type"] = "binary/octet-stream"
+                    answer["Content-Type"] = "binary/octet-stream"
                 for param, name in OVERRIDES.items():
                     if param in s3.query:
-                        out.headers[name] = s3.query[param]
+                        answer[name] = s3.query[param]
+                if request.method == "HEAD" or (up.content_length is not None
+                                                and up.content_length <= SMALL_BODY):
+                    # one write for headers and body (a streamed answer costs three)
+                    body = b"" if request.method == "HEAD" else await up.read()
+                    small = web.Response(status=up.status, headers=answer, body=body)
+                    if request.method == "HEAD":
+                        small.headers["Content-Length"] = answer.get("Content-Length", "0")
+                    return small
+                out = web.StreamResponse(status=up.status, headers=answer)
                 if up.content_length is not None:
                     out.content_length = up.content_length
                 await out.prepare(request)
