@@ -235,6 +235,8 @@ class ObjectOps:
             body = VerifiedBody(s3.request, s3.auth)
             length = body.length
             md5 = content_md5_hex(s3.request)
+            if length is not None and length <= SMALL_BODY:
+                body = b"".join([chunk async for chunk in body])  # verified: one write onward
         attrs = put_attrs(s3.request) if attrs is None else attrs
         owner = fe.owner(ref, key)
         headers = {"Content-Length": str(length), "X-Aisync-Md5": md5 or "want",
