@@ -188,7 +188,11 @@ class ObjectWriter:
         self.store, self.bucket, self.name, self.max_size = store, bucket, name, max_size
         self.mountpath = store.ranked_mountpaths(bucket, name)[0]
         self.temp = self.mountpath.temp_path()
-        self._fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        # Created in the I/O pool on first use (:meth:`open`): creating a file can wait on the
+        # filesystem journal behind other writers' fsyncs, which must not stall the event loop.
+        self._fd = -1
+        self._opened = False
+        self._opening: asyncio.Future | None = None
         self._hasher = new_hasher()  # updated in the I/O thread, with the write
         self._md5 = hashlib.md5() if md5 else None  # what S3 clients expect as the ETag
         self.md5: str | None = None
@@ -218,8 +222,18 @@ class ObjectWriter:
         if pending is not None:
             await pending
 
+    async def open(self) -> None:
+        """Create the temp file (in the I/O pool); idempotent, implied by the first write."""
+        if not self._opened:
+            self._opened = True
+            self._opening = asyncio.get_running_loop().run_in_executor(
+                self.store._io, _create_temp, self.temp)
+            self._fd = await asyncio.shield(self._opening)
+
     async def _flush_buffer(self, chunk: bytes | None = None) -> None:
         await self._settle()
+        if not self._opened:
+            await self.open()
         data = chunk
         if data is None and self._buffer:
             data = bytes(self._buffer)
@@ -275,6 +289,11 @@ class ObjectWriter:
             await self._settle()
         except OSError:
             pass
+        if self._fd < 0 and self._opening is not None and not self.done:
+            try:  # an open interrupted by cancellation still creates the file: close it
+                self._fd = await self._opening
+            except OSError:
+                pass
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -488,6 +507,10 @@ class ObjectStore(MountpathReader):
 
     def disk_usage(self) -> list[DiskUsage]:
         return [mp.usage() for mp in self.mountpaths]
+
+
+def _create_temp(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
 
 
 def _hash_and_write(fd: int, data: bytes, hasher, md5=None) -> None:

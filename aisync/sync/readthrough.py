@@ -218,7 +218,9 @@ class ColdFetch:
             async with stream:
                 version = stream.version
                 writer = self.store.writer(self.bucket, self.name)
-                self._read_fd = os.open(writer.temp, os.O_RDONLY | os.O_CLOEXEC)
+                await writer.open()
+                self._read_fd = await self.store.run_io(os.open, writer.temp,
+                                                        os.O_RDONLY | os.O_CLOEXEC)
                 self.writer, self.version = writer, version
                 await self._notify()
                 # Verification runs on what is received (not on what reached the disk), so
