@@ -158,6 +158,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="duration of each 4 KiB run")
     ap.add_argument("--procs", type=int, default=2, help="client processes for 4 KiB runs")
     ap.add_argument("--threads", type=int, default=8, help="threads per client process")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="turns per server (figures are medians of the turns)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if shutil.which("nginx") is None:
@@ -188,27 +190,34 @@ def main() -> int:
         data = os.urandom(64 * MiB)
         for name, endpoint in servers.items():
             seed_server(endpoint, data, www if name == "nginx" else None)
-        results: dict[str, dict[str, float]] = {}
-        for name, endpoint in servers.items():
-            results[name] = {
-                "get_64mib_mibps": big_get(endpoint, args.rounds),
-                "put_64mib_mibps": big_put(endpoint, max(2, args.rounds // 2), data),
-                "get_4kib_ops": small_ops(endpoint, "get", args.procs, args.threads,
-                                          args.seconds),
-                "put_4kib_ops": small_ops(endpoint, "put", args.procs, args.threads,
-                                          args.seconds),
-            }
-            print(f"{name}: " + ", ".join(f"{k} {v:.0f}" for k, v in results[name].items()),
-                  flush=True)
-        print(f"\n# boto3 through each server, one run; 4 KiB with {args.procs} processes x "
-              f"{args.threads} threads for {args.seconds:.0f} s")
+        # Servers take turns, `--repeat` times, and each figure is the median of its turns:
+        # the machine drifts (other load, CPU frequency) less within a turn than across a run.
+        samples: dict[str, dict[str, list[float]]] = {n: {} for n in servers}
+        for turn in range(args.repeat):
+            for name, endpoint in servers.items():
+                figures = {
+                    "get_64mib_mibps": big_get(endpoint, args.rounds),
+                    "put_64mib_mibps": big_put(endpoint, max(2, args.rounds // 2), data),
+                    "get_4kib_ops": small_ops(endpoint, "get", args.procs, args.threads,
+                                              args.seconds),
+                    "put_4kib_ops": small_ops(endpoint, "put", args.procs, args.threads,
+                                              args.seconds),
+                }
+                for key, value in figures.items():
+                    samples[name].setdefault(key, []).append(value)
+                print(f"turn {turn + 1} {name}: "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in figures.items()), flush=True)
+        results = {name: {k: statistics.median(v) for k, v in figs.items()}
+                   for name, figs in samples.items()}
+        print(f"\n# boto3 through each server, medians of {args.repeat} turns; 4 KiB with "
+              f"{args.procs} processes x {args.threads} threads for {args.seconds:.0f} s")
         print(f"{'workload':<18} {'aisync':>9} {'moto':>9} {'nginx':>9} {'vs moto':>8} "
               f"{'vs nginx':>9}")
         for key in results["aisync"]:
             a, m, n = (results[s][key] for s in ("aisync", "moto", "nginx"))
             print(f"{key:<18} {a:>9.0f} {m:>9.0f} {n:>9.0f} {a / m:>8.2f} {a / n:>9.2f}")
         if args.json:
-            args.json.write_text(json.dumps(results, indent=2))
+            args.json.write_text(json.dumps({"medians": results, "samples": samples}, indent=2))
         return 0
     finally:
         subprocess.run(aisync + ["cluster", "down", "--dir", str(cluster_dir), "--purge"],

@@ -48,6 +48,7 @@ OVERRIDES = {"response-content-type": "Content-Type",
              "response-content-disposition": "Content-Disposition",
              "response-content-encoding": "Content-Encoding"}
 DELETE_CONCURRENCY = 16
+CONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
 OWNER = [("ID", "aisync"), ("DisplayName", "aisync")]
 
 
@@ -144,8 +145,9 @@ class ObjectOps:
                                   ActualObjectSize=up.headers.get("Content-Range", "*/?")
                                   .rpartition("/")[2])
                 await self.fe.raise_for(up, "target")
-                preconditions(request.headers, up.headers.get("ETag", ""),
-                              _http_seconds(up.headers.get("Last-Modified")))
+                if any(name in request.headers for name in CONDITIONS):
+                    preconditions(request.headers, up.headers.get("ETag", ""),
+                                  _http_seconds(up.headers.get("Last-Modified")))
                 answer = common_headers(request)
                 for name in PASSED_HEADERS:
                     if name in up.headers:
