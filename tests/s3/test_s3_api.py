@@ -502,12 +502,17 @@ def test_cached_bucket_reads_through_and_writes_through(s3, s3_cluster, oracle):
     with Client(s3_cluster.endpoint) as client:
         client.create_bucket(f"s3://{name}", profile="lab")
     assert s3.get_object(Bucket=name, Key="at-source")["Body"].read() == b"from the source"
+    large = os.urandom(5 * MiB + 17)  # a cold read spliced to the client as the target fetches
+    oracle.put_object(Bucket=name, Key="large-at-source", Body=large)
+    assert s3.get_object(Bucket=name, Key="large-at-source")["Body"].read() == large
+    assert s3.get_object(Bucket=name, Key="large-at-source",
+                         Range="bytes=100-199")["Body"].read() == large[100:200]
     s3.put_object(Bucket=name, Key="via-aisync", Body=b"written through",
                   ContentType="text/plain")
     assert oracle.get_object(Bucket=name, Key="via-aisync")["Body"].read() == \
         b"written through"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=name)["Contents"]]
-    assert keys == ["at-source", "via-aisync"]
+    assert keys == ["at-source", "large-at-source", "via-aisync"]
     big = io.BytesIO(os.urandom(11 * MiB))
     s3.upload_fileobj(big, name, "mp-through")
     assert oracle.get_object(Bucket=name, Key="mp-through")["Body"].read() == big.getvalue()
