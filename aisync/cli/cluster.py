@@ -460,4 +460,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         ])
     print_table(rows, ["ID", "ROLE", "STATE", "PRIMARY", "URL", "MAP", "DISK USED/TOTAL",
                        "OBJECTS"])
+    s3 = sorted({str(n["s3_url"]) for n in doc.get("nodes") or [] if n.get("s3_url")})
+    if s3:
+        click.echo(f"S3 API at {', '.join(s3)} (path-style; SigV4 with `aisync auth key` keys)")
 

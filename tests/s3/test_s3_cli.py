@@ -27,6 +27,8 @@ def test_cluster_up_prints_s3_port_and_keys_work(tmp_path):
         endpoint = up.stdout.strip()
         s3_url = re.search(r"S3 API at (http://\S+)", up.stderr)
         assert s3_url and s3_url[1] != endpoint
+        status = aisync("--endpoint", endpoint, "cluster", "status")
+        assert status.returncode == 0 and f"S3 API at {s3_url[1]}" in status.stdout
         made = aisync("--endpoint", endpoint, "auth", "key", "create", "--json")
         assert made.returncode == 0, made.stderr
         key = json.loads(made.stdout)
