@@ -229,7 +229,9 @@ class Uploads:
         mp, path, _ = await store.run_io(self._find, bucket, name, upload_id)
         loop = asyncio.get_running_loop()
         temp = mp.temp_path()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        # created in the I/O pool: file creation can wait behind other writers' fsyncs
+        fd = await store.run_io(os.open, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
+                                os.O_CLOEXEC, 0o644)
         md5_hasher, hasher = hashlib.md5(), new_hasher()
         buffer, total, pending, installed = bytearray(), 0, None, False
         try:
