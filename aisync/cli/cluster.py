@@ -438,9 +438,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         echo_json(doc)
         return
+    s3 = sorted({str(n["s3_url"]) for n in doc.get("nodes") or [] if n.get("s3_url")})
     click.echo(f"cluster {doc.get('cluster', '?')}  map v{doc.get('map_version', '?')}  "
                f"bucket map v{doc.get('bucket_map_version', '?')}  "
-               f"primary {doc.get('primary', '?')}  endpoint {cli.endpoint}")
+               f"primary {doc.get('primary', '?')}  endpoint {cli.endpoint}"
+               + (f"  S3 API at {', '.join(s3)}" if s3 else ""))
     rows = []
     for node in doc.get("nodes") or []:
         disks = node.get("disks") or []
@@ -460,7 +462,4 @@ def status(ctx: click.Context, as_json: bool) -> None:
         ])
     print_table(rows, ["ID", "ROLE", "STATE", "PRIMARY", "URL", "MAP", "DISK USED/TOTAL",
                        "OBJECTS"])
-    s3 = sorted({str(n["s3_url"]) for n in doc.get("nodes") or [] if n.get("s3_url")})
-    if s3:
-        click.echo(f"S3 API at {', '.join(s3)} (path-style; SigV4 with `aisync auth key` keys)")
 
