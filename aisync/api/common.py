@@ -19,6 +19,9 @@ from aisync.storage.metadata import ObjectMetadata
 from aisync.util.errors import InvalidArgument, InvalidRange
 from aisync.util.names import BucketRef, normalize_provider, validate_object_name
 
+#: Where the router puts a request's matched path values ({"bucket": ..., "name": ...}).
+MATCH: web.RequestKey[dict[str, str]] = web.RequestKey("match", dict)
+
 log = logging.getLogger("aisync.api")
 
 ERROR_HEADER = "X-Aisync-Error-Code"
@@ -43,14 +46,14 @@ def _cached_ref(name: str, provider: str, namespace: str) -> BucketRef:
 def bucket_ref(request: web.BaseRequest) -> BucketRef:
     """The bucket a request names (validated once per distinct bucket, then cached)."""
     if not request.query_string:
-        return _cached_ref(request["match"]["bucket"], "ais", "")
+        return _cached_ref(request[MATCH]["bucket"], "ais", "")
     query = request.query
-    return _cached_ref(request["match"]["bucket"], query.get("provider", "ais"),
+    return _cached_ref(request[MATCH]["bucket"], query.get("provider", "ais"),
                        query.get("namespace", ""))
 
 
 def object_name(request: web.BaseRequest) -> str:
-    return validate_object_name(request["match"].get("name", ""))
+    return validate_object_name(request[MATCH].get("name", ""))
 
 
 async def json_object(request: web.BaseRequest, what: str, *, required: bool = True) -> dict:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import json_object, page_limit
+from aisync.api.common import MATCH, json_object, page_limit
 from aisync.backends.base import ListEntry, VersionToken
 from aisync.cluster.maps import BucketProps
 from aisync.sync.diff import sharded_entries
@@ -446,7 +446,7 @@ class ProxyJobs:
     async def handle_get(self, request: web.BaseRequest) -> web.Response:
         if (fwd := await self._forwarded(request)) is not None:
             return fwd
-        job_id = request["match"]["job"]
+        job_id = request[MATCH]["job"]
         try:
             wait = float(request.query.get("wait", "0"))
         except ValueError:
@@ -458,13 +458,13 @@ class ProxyJobs:
     async def handle_abort(self, request: web.BaseRequest) -> web.Response:
         if (fwd := await self._forwarded(request)) is not None:
             return fwd
-        job = await self._runner().abort(request["match"]["job"])
+        job = await self._runner().abort(request[MATCH]["job"])
         return web.json_response(job)
 
     async def handle_report(self, request: web.BaseRequest) -> web.Response:
         if (fwd := await self._forwarded(request)) is not None:
             return fwd
-        job_id = request["match"]["job"]
+        job_id = request[MATCH]["job"]
         await self.node.run_blocking(self.node.catalog.get_job, job_id)  # JobNotFound
         actions = [a for a in request.query.get("action", "").split(",") if a] or None
         after = request.query.get("after") or None
@@ -508,13 +508,13 @@ class ProxyJobs:
     async def handle_get_schedule(self, request: web.BaseRequest) -> web.Response:
         if (fwd := await self._forwarded(request)) is not None:
             return fwd
-        return web.json_response(await self._schedule_view(request["match"]["name"]))
+        return web.json_response(await self._schedule_view(request[MATCH]["name"]))
 
     async def handle_remove_schedule(self, request: web.BaseRequest) -> web.Response:
         if (fwd := await self._forwarded(request)) is not None:
             return fwd
         assert self.node.primary is not None
-        await self.node.primary.remove_schedule(request["match"]["name"])
+        await self.node.primary.remove_schedule(request[MATCH]["name"])
         return web.Response(status=204)
 
     async def handle_metrics(self, request: web.BaseRequest) -> web.Response:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from aisync.api.common import json_object
+from aisync.api.common import MATCH, json_object
 from aisync.backends.ais import AisBackend
 from aisync.cluster.maps import BucketProps
 from aisync.sync.executor import BatchContext, JobExecutor
@@ -89,7 +89,7 @@ class TargetJobs:
                                             **share)
 
     async def handle_batch(self, request: web.BaseRequest) -> web.Response:
-        job_id = request["match"]["job"]
+        job_id = request[MATCH]["job"]
         body = await json_object(request, "job batch")
         actions = body.get("actions")
         if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
@@ -99,9 +99,9 @@ class TargetJobs:
         return web.json_response({"results": results})
 
     async def handle_abort(self, request: web.BaseRequest) -> web.Response:
-        self.executor.abort(request["match"]["job"])
+        self.executor.abort(request[MATCH]["job"])
         return web.json_response({"aborted": True})
 
     async def handle_settle(self, request: web.BaseRequest) -> web.Response:
-        await self.executor.settle(request["match"]["job"])
+        await self.executor.settle(request[MATCH]["job"])
         return web.json_response({"settled": True})

@@ -39,7 +39,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import json_object
+from aisync.api.common import MATCH, json_object
 from aisync.catalog import ACCESS_KEY_RE, check_access_key, check_description, check_secret_key
 from aisync.util.errors import (
     AccessKeyNotFound,
@@ -131,7 +131,7 @@ class ProxyKeys:
     async def handle_delete(self, request: web.BaseRequest) -> web.Response:
         if not self.node.is_primary:
             return await self._forward(request)
-        access_key = request["match"]["access_key"]
+        access_key = request[MATCH]["access_key"]
         self._known.pop(access_key, None)
         deleted = await self.node.run_blocking(self.node.catalog.delete_access_key, access_key)
         self._known.pop(access_key, None)  # a lookup may have raced the delete
@@ -143,7 +143,7 @@ class ProxyKeys:
     async def handle_secret(self, request: web.BaseRequest) -> web.Response:
         if not self.node.is_primary:
             return await self._forward(request)
-        access_key = request["match"]["access_key"]
+        access_key = request[MATCH]["access_key"]
         secret = await self.node.run_blocking(self.node.catalog.access_key_secret, access_key)
         if secret is None:
             raise AccessKeyNotFound(f"no access key {access_key!r}", access_key=access_key)
@@ -154,7 +154,7 @@ class ProxyKeys:
         proxy's cached answer for that key, so it sees its own change at once."""
         response = await self.node._forward_to_primary(request)
         if request.method == "DELETE":
-            self._cache.pop(request["match"]["access_key"], None)
+            self._cache.pop(request[MATCH]["access_key"], None)
         elif request.method == "POST" and response.status == 201:
             try:
                 created = json.loads(bytes(response.body))  # type: ignore[arg-type]

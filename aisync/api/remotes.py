@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import json_object
+from aisync.api.common import MATCH, json_object
 from aisync.cluster.maps import BucketProps
 from aisync.util.errors import (
     BackendUnavailable,
@@ -66,7 +66,7 @@ class ProxyRemotes:
             return None
 
     async def handle_attach(self, request: web.BaseRequest) -> web.Response:
-        alias = request["match"]["alias"]
+        alias = request[MATCH]["alias"]
         if not ALIAS.match(alias):
             raise InvalidArgument(f"bad remote alias {alias!r}: letters, digits, '.', '_', '-'")
         if not self.node.is_primary:
@@ -97,7 +97,7 @@ class ProxyRemotes:
         if not self.node.is_primary:
             return await self.node._forward_to_primary(request)
         assert self.node.primary is not None
-        await self.node.primary.detach_remote(request["match"]["alias"])
+        await self.node.primary.detach_remote(request[MATCH]["alias"])
         return web.Response(status=204)
 
     async def handle_list(self, request: web.BaseRequest) -> web.Response:

@@ -6,7 +6,7 @@ system, so they skip ``web.Application`` (its router, middleware chain and signa
 
 * routes are ``METHOD PATTERN`` where a pattern's segments are literals, ``{var}`` (one segment)
   or a final ``{var:.+}`` (the rest of the path, slashes included, a trailing one too: object
-  names may end with ``/``); matched values land in ``request["match"]``;
+  names may end with ``/``); matched values land in ``request[MATCH]``;
 * ``Expect: 100-continue`` is answered here: a route may give an ``expect`` hook that returns a
   final response instead (the proxy's redirect-before-body), otherwise ``100 Continue`` is sent;
 * this is the one place exceptions become responses (see ``aisync.api.common.error_response``).
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from aisync.api.common import error_response
+from aisync.api.common import MATCH, error_response
 from aisync.util.errors import AisyncError, MethodNotAllowed, NotFound
 
 log = logging.getLogger("aisync.api")
@@ -116,7 +116,7 @@ class Router:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             route, params = self.resolve(request.method, request.path)
-            request["match"] = params
+            request[MATCH] = params
             if route.expect is not None or "Expect" in request.headers:
                 if request.headers.get("Expect", "").lower() == "100-continue":
                     if route.expect is not None:

@@ -61,6 +61,10 @@ class S3Request:
         self.query = request.query
 
 
+#: An admitted S3 request (addressed and authenticated), kept between the expect hook and dispatch.
+ADMITTED: web.RequestKey[S3Request] = web.RequestKey("s3", S3Request)
+
+
 class S3Frontend:
     def __init__(self, node: ProxyNode) -> None:
         from aisync.api.s3.buckets import BucketOps
@@ -76,9 +80,9 @@ class S3Frontend:
     # -- entry points --
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
-            s3 = request.get("s3")
+            s3 = request.get(ADMITTED)
             if s3 is None:
-                s3 = request["s3"] = await self._admit(request)
+                s3 = request[ADMITTED] = await self._admit(request)
             return await self._dispatch(s3)
         except S3Error as exc:
             return error_response(request, exc.code, exc.message, **exc.fields)
@@ -100,7 +104,7 @@ class S3Frontend:
     async def expect(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """``Expect: 100-continue``: authenticate and check the bucket before the body moves."""
         try:
-            request["s3"] = await self._admit(request)
+            request[ADMITTED] = await self._admit(request)
         except Exception:
             return await self(request)  # renders the error; the body is never read
         return None

@@ -109,14 +109,15 @@ def s3_code(exc: AisyncError) -> str:
 
 
 _PROCESS_TAG = uuid.uuid4().hex[:6].upper()
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("s3_request_id", str)
 _REQUEST_NUMBERS = itertools.count(1)
 
 
 def request_id(request: web.BaseRequest) -> str:
     """Unique per request: a random tag of this process and a counter (cheaper than uuid4)."""
-    rid = request.get("s3_request_id")
+    rid = request.get(REQUEST_ID)
     if rid is None:
-        rid = request["s3_request_id"] = f"{_PROCESS_TAG}{next(_REQUEST_NUMBERS):010X}"
+        rid = request[REQUEST_ID] = f"{_PROCESS_TAG}{next(_REQUEST_NUMBERS):010X}"
     return rid
 
 
