@@ -19,7 +19,14 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from aisync.api.s3.xml import S3Error, common_headers, document, iso_time, xml_response
+from aisync.api.s3.xml import (
+    OWNER,
+    S3Error,
+    common_headers,
+    document,
+    iso_time,
+    xml_response,
+)
 from aisync.util.errors import BucketAlreadyExists, NodeUnavailable
 from aisync.util.names import validate_bucket_name, validate_prefix
 
@@ -28,7 +35,6 @@ if TYPE_CHECKING:
 
 PAGE = 1000
 SKIP = "\U0010ffff"  # sorts after any character: ``cp + SKIP`` is after every key under cp
-OWNER = [("ID", "aisync"), ("DisplayName", "aisync")]
 
 
 def encode_token(marker: str) -> str:

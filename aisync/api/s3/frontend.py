@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("aisync.s3")
 
 PROVIDER_ORDER = ("ais", "s3", "gs", "az", "oci", "fs")
-#: Timeouts of a relayed object: no total limit (objects are large), but a stalled peer fails.
-STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120)
 READ_ONLY = ("GET", "HEAD")
 #: Bucket sub-resources aisync does not keep: reads answer S3's "not configured" error.
 UNCONFIGURED = {"policy": "NoSuchBucketPolicy", "cors": "NoSuchCORSConfiguration",
@@ -84,30 +82,36 @@ class S3Frontend:
             if s3 is None:
                 s3 = request[ADMITTED] = await self._admit(request)
             return await self._dispatch(s3)
-        except S3Error as exc:
+        except Exception as exc:
+            return self._error(request, exc)
+
+    async def expect(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        """``Expect: 100-continue``: authenticate and check the bucket before the body moves;
+        a refusal is the final answer (the body is never read)."""
+        try:
+            request[ADMITTED] = await self._admit(request)
+        except Exception as exc:
+            return self._error(request, exc)
+        return None
+
+    @staticmethod
+    def _error(request: web.BaseRequest, exc: Exception) -> web.Response:
+        """The one place a failure becomes an S3 answer."""
+        if isinstance(exc, S3Error):
             return error_response(request, exc.code, exc.message, **exc.fields)
-        except sigv4.S3AuthError as exc:
+        if isinstance(exc, sigv4.S3AuthError):
             code = exc.code if exc.code in ERRORS else \
                 ("AccessDenied" if exc.status == 403 else "InvalidRequest")
             return error_response(request, code, exc.message)
-        except AisyncError as exc:
+        if isinstance(exc, AisyncError):
             return error_response(request, s3_code(exc), exc.message)
-        except (ConnectionResetError, TimeoutError) as exc:
+        if isinstance(exc, ConnectionResetError | TimeoutError):
             log.info("S3 client went away: %s %s (%s)", request.method, request.path, exc)
             if request.transport is not None:
                 request.transport.close()
             return error_response(request, "IncompleteBody", "the client went away")
-        except Exception:
-            log.exception("unhandled error in S3 %s %s", request.method, request.path)
-            return error_response(request, "InternalError", "internal error; see the node log")
-
-    async def expect(self, request: web.BaseRequest) -> web.StreamResponse | None:
-        """``Expect: 100-continue``: authenticate and check the bucket before the body moves."""
-        try:
-            request[ADMITTED] = await self._admit(request)
-        except Exception:
-            return await self(request)  # renders the error; the body is never read
-        return None
+        log.error("unhandled error in S3 %s %s", request.method, request.path, exc_info=exc)
+        return error_response(request, "InternalError", "internal error; see the node log")
 
     # -- addressing and authentication --
     def _address(self, request: web.BaseRequest) -> tuple[str, str]:

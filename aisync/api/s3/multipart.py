@@ -21,8 +21,15 @@ import aiohttp
 from aiohttp import web
 
 from aisync.api.s3.body import VerifiedBody, content_md5_hex
-from aisync.api.s3.objects import CHUNK, _stream_timeout, copy_source, preconditions, put_attrs
+from aisync.api.s3.objects import (
+    CHUNK,
+    STREAM_TIMEOUT,
+    attrs_of,
+    copy_source,
+    preconditions,
+)
 from aisync.api.s3.xml import (
+    OWNER,
     S3Error,
     common_headers,
     document,
@@ -37,7 +44,6 @@ if TYPE_CHECKING:
 
 MAX_PART_NUMBER = 10_000
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
-OWNER = [("ID", "aisync"), ("DisplayName", "aisync")]
 
 
 class MultipartOps:
@@ -66,7 +72,7 @@ class MultipartOps:
             async with fe.session.request(method, fe.object_url(owner, ref, s3.key, "uploads"),
                                           params={**fe.bucket_params(ref), **params},
                                           json=json_body, headers=headers, data=data,
-                                          timeout=_stream_timeout()) as resp:
+                                          timeout=STREAM_TIMEOUT) as resp:
                 await fe.raise_for(resp, "target")
                 return await resp.json(content_type=None) if resp.status != 204 else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -82,7 +88,7 @@ class MultipartOps:
         return upload_id
 
     async def create(self, s3: S3Request) -> web.Response:
-        attrs = put_attrs(s3.request)
+        attrs = attrs_of(s3.request.headers)
         answer = await self._call(s3, "POST", {},
                                   headers={"X-Aisync-Attrs": json.dumps(
                                       attrs, separators=(",", ":"))})

@@ -23,6 +23,7 @@ from aisync.api.common import STORED_HEADERS
 from aisync.api.s3 import splice
 from aisync.api.s3.body import VerifiedBody, content_md5_hex
 from aisync.api.s3.xml import (
+    OWNER,
     S3Error,
     common_headers,
     document,
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from aisync.api.s3.frontend import S3Frontend, S3Request
 
 CHUNK = 1 << 20
+#: Timeouts of a relayed object: no total limit (objects are large), but a stalled peer fails.
+STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120)
 SPLICE_MIN = 1 << 20  # bodies from this size on move target → client with splice(2)
 SMALL_BODY = 256 << 10  # bodies up to this size are read whole and sent in one write
 #: Headers of a target's answer an S3 client sees.
@@ -49,24 +52,11 @@ OVERRIDES = {"response-content-type": "Content-Type",
              "response-content-encoding": "Content-Encoding"}
 DELETE_CONCURRENCY = 16
 CONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
-OWNER = [("ID", "aisync"), ("DisplayName", "aisync")]
-
-
-def put_attrs(request: web.BaseRequest) -> dict:
-    """The S3 attributes a PUT (or a REPLACE copy, or CreateMultipartUpload) sets."""
-    headers = request.headers
-    meta = {k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
-    stored = {h: headers[h] for h in STORED_HEADERS if h in headers}
-    attrs: dict = {"type": headers.get("Content-Type") or "binary/octet-stream"}
-    if meta:
-        attrs["meta"] = meta
-    if stored:
-        attrs["headers"] = stored
-    return attrs
 
 
 def attrs_of(headers) -> dict:
-    """The S3 attributes of a stored object, from a target's GET/HEAD answer."""
+    """S3 attributes from headers: those a PUT (or a REPLACE copy, or CreateMultipartUpload)
+    sets, or those of a stored object in a target's GET/HEAD answer."""
     meta = {k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
     attrs: dict = {"type": headers.get("Content-Type") or "binary/octet-stream"}
     stored = {h: headers[h] for h in STORED_HEADERS if h in headers}
@@ -127,7 +117,7 @@ class ObjectOps:
         owner = fe.owner(ref, key)
         return fe.session.request(method, fe.object_url(owner, ref, key),
                                   params=fe.bucket_params(ref), headers=headers or {},
-                                  timeout=_stream_timeout())
+                                  timeout=STREAM_TIMEOUT)
 
     # -- reads --
     async def get(self, s3: S3Request) -> web.StreamResponse:
@@ -209,7 +199,7 @@ class ObjectOps:
     async def get_acl(self, s3: S3Request) -> web.Response:
         """A fixed ACL (the key's owner has full control): what aisync enforces is keys."""
         self.fe.resolve(s3.bucket)
-        grant = [("Grantee", [("ID", "aisync"), ("DisplayName", "aisync")]),
+        grant = [("Grantee", OWNER),
                  ("Permission", "FULL_CONTROL")]
         element = document("AccessControlPolicy", [("Owner", OWNER),
                                                    ("AccessControlList", [("Grant", grant)])])
@@ -239,14 +229,14 @@ class ObjectOps:
             md5 = content_md5_hex(s3.request)
             if length is not None and length <= SMALL_BODY:
                 body = b"".join([chunk async for chunk in body])  # verified: one write onward
-        attrs = put_attrs(s3.request) if attrs is None else attrs
+        attrs = attrs_of(s3.request.headers) if attrs is None else attrs
         owner = fe.owner(ref, key)
         headers = {"Content-Length": str(length), "X-Aisync-Md5": md5 or "want",
                    "X-Aisync-Attrs": json.dumps(attrs, separators=(",", ":"))}
         try:
             async with fe.session.put(fe.object_url(owner, ref, key),
                                       params=fe.bucket_params(ref), headers=headers, data=body,
-                                      timeout=_stream_timeout()) as up:
+                                      timeout=STREAM_TIMEOUT) as up:
                 await fe.raise_for(up, "target")
                 await up.read()
                 return up.headers
@@ -321,7 +311,7 @@ class ObjectOps:
                 preconditions(request.headers, src.headers.get("ETag", ""),
                               _http_seconds(src.headers.get("Last-Modified")),
                               prefix="x-amz-copy-source-", reading=False)
-                attrs = attrs_of(src.headers) if directive == "COPY" else put_attrs(request)
+                attrs = attrs_of(src.headers) if directive == "COPY" else attrs_of(request.headers)
                 length = src.content_length
                 if length is None:
                     raise NodeUnavailable("the source target sent no Content-Length")
@@ -348,7 +338,5 @@ def copy_source(value: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _stream_timeout() -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120)
 
 

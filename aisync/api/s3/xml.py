@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from email.utils import formatdate
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
@@ -21,6 +20,8 @@ from aisync.util.errors import AisyncError
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 MAX_XML_BODY = 2 << 20
+#: The owner every listing and ACL names: access is by key, not by account.
+OWNER = [("ID", "aisync"), ("DisplayName", "aisync")]
 
 #: S3 error code → HTTP status. The only place statuses of S3 errors are decided.
 ERRORS: dict[str, int] = {
@@ -201,7 +202,3 @@ def iso_time(seconds: float) -> str:
     whole = int(seconds)
     millis = int((seconds - whole) * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
-
-
-def http_time(seconds: float) -> str:
-    return formatdate(int(seconds), usegmt=True)
