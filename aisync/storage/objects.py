@@ -191,8 +191,7 @@ class ObjectWriter:
         # Created in the I/O pool on first use (:meth:`open`): creating a file can wait on the
         # filesystem journal behind other writers' fsyncs, which must not stall the event loop.
         self._fd = -1
-        self._opened = False
-        self._opening: asyncio.Future | None = None
+        self._opening: asyncio.Future | None = None  # the creation, once started
         self._hasher = new_hasher()  # updated in the I/O thread, with the write
         self._md5 = hashlib.md5() if md5 else None  # what S3 clients expect as the ETag
         self.md5: str | None = None
@@ -224,16 +223,14 @@ class ObjectWriter:
 
     async def open(self) -> None:
         """Create the temp file (in the I/O pool); idempotent, implied by the first write."""
-        if not self._opened:
-            self._opened = True
+        if self._opening is None:
             self._opening = asyncio.get_running_loop().run_in_executor(
                 self.store._io, _create_temp, self.temp)
             self._fd = await asyncio.shield(self._opening)
 
     async def _flush_buffer(self, chunk: bytes | None = None) -> None:
         await self._settle()
-        if not self._opened:
-            await self.open()
+        await self.open()
         data = chunk
         if data is None and self._buffer:
             data = bytes(self._buffer)
