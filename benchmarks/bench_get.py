@@ -30,14 +30,17 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_cold import free_port  # noqa: E402  (one free-port helper for the benchmarks)
+
 BIG = 64 * 1024 * 1024
 SMALL = 4096
 
@@ -48,14 +51,6 @@ def need(tool: str) -> str:
     if not path:
         sys.exit(f"{tool} is not installed (Debian: apt-get install -y nginx wrk)")
     return path
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wrk(url: str, connections: int, duration: float, paths_file: Path | None = None) -> dict:
@@ -74,25 +69,29 @@ def wrk(url: str, connections: int, duration: float, paths_file: Path | None = N
     return {"rps": rps, "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else None}
 
 
-def start_nginx(root: Path, work: Path) -> tuple[subprocess.Popen, int]:
+def start_nginx(root: Path, work: Path, *, writable: bool = False) -> tuple[subprocess.Popen, int]:
+    """nginx serving ``root`` on a free port (``sendfile on``, 2 workers, no access log);
+    ``writable`` also accepts WebDAV PUT and DELETE (the S3 benchmark's PUT reference)."""
     port = free_port()
     conf = work / "nginx.conf"
+    dav = ("location / { dav_methods PUT DELETE; create_full_put_path on; }"
+           if writable else "")
     conf.write_text(f"""
 worker_processes 2; daemon off; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
 events {{ worker_connections 1024; }}
 http {{
   access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
-  types {{ }} default_type application/octet-stream;
+  types {{ }} default_type application/octet-stream; client_max_body_size 0;
   client_body_temp_path {work}/body; proxy_temp_path {work}/proxy;
   fastcgi_temp_path {work}/fcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
-  server {{ listen 127.0.0.1:{port}; root {root}; }}
+  server {{ listen 127.0.0.1:{port}; root {root}; {dav} }}
 }}
 """)
     proc = subprocess.Popen([need("nginx"), "-c", str(conf), "-p", str(work)])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/big", timeout=1).close()
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return proc, port
         except OSError:
             time.sleep(0.05)

@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cold import free_port, wait_http  # noqa: E402
+from bench_get import start_nginx  # noqa: E402
 
 MiB = 1 << 20
 AK, SK = "AKBENCHS3FRONTEND01", "bench-s3-front-end-secret-0123456789"
@@ -47,34 +47,6 @@ def client(endpoint: str):
                         aws_access_key_id=AK, aws_secret_access_key=SK,
                         config=Config(s3={"addressing_style": "path"}, signature_version="s3v4",
                                       max_pool_connections=64, retries={"max_attempts": 1}))
-
-
-def start_nginx(root: Path, work: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    conf = work / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 2; daemon off; pid {work}/nginx.pid; error_log {work}/nginx-error.log;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off; sendfile on; tcp_nopush on; keepalive_requests 1000000;
-  types {{ }} default_type application/octet-stream; client_max_body_size 0;
-  client_body_temp_path {work}/body; proxy_temp_path {work}/proxy;
-  fastcgi_temp_path {work}/fcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
-  server {{ listen 127.0.0.1:{port}; root {root};
-            location / {{ dav_methods PUT DELETE; create_full_put_path on; }} }}
-}}
-""")
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)])
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise
-            time.sleep(0.05)
 
 
 def big_get(endpoint: str, rounds: int) -> float:
@@ -186,7 +158,8 @@ def main() -> int:
         subprocess.run(aisync + ["--endpoint", servers["aisync"], "auth", "key", "create",
                                  "--access-key", AK, "--secret-key", SK], check=True,
                        stdout=subprocess.DEVNULL)
-        nginx, servers["nginx"] = start_nginx(www, work)
+        nginx, nginx_port = start_nginx(www, work, writable=True)
+        servers["nginx"] = f"http://127.0.0.1:{nginx_port}"
         data = os.urandom(64 * MiB)
         for name, endpoint in servers.items():
             seed_server(endpoint, data, www if name == "nginx" else None)
