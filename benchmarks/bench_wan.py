@@ -54,21 +54,11 @@ def direct_read(url: str, bucket: str, key: str) -> float:
     return time.perf_counter() - start
 
 
-def peer_counters(cluster) -> dict[str, int]:
-    from tests.harness import http_json
-
-    totals: dict[str, int] = {}
-    for target in cluster.targets:
-        for key, value in http_json(f"{target.url}/v1/node/status")[1]["peers"].items():
-            totals[key] = totals.get(key, 0) + value
-    return totals
-
-
 def run(args: argparse.Namespace) -> dict:
     import boto3
 
     from aisync.client import Client
-    from tests.harness import api, wait_job
+    from tests.harness import api, peer_stats, wait_job
     from tests.wan.netem import Link, NamespaceCluster, Wan, wait_tcp
 
     links = [Link("za", "zb", args.zone_delay_ms, 0.0, args.zone_rate_mbit),
@@ -121,9 +111,9 @@ def run(args: argparse.Namespace) -> dict:
                 cases = cases[r % 3:] + cases[:r % 3]
                 for case in cases:
                     if case == "peer":
-                        before = peer_counters(zone_b)
+                        before = peer_stats(zone_b)
                         t = asyncio.run(aisync_read(zone_b.endpoint, "s3://peered", f"obj-{r}"))
-                        after = peer_counters(zone_b)
+                        after = peer_stats(zone_b)
                         peer_bytes.append(after["bytes_from_peers"] - before["bytes_from_peers"])
                     elif case == "source":
                         t = asyncio.run(aisync_read(zone_b.endpoint, "s3://plain", f"obj-{r}"))

@@ -282,3 +282,13 @@ def job_report(cluster: LocalCluster, job_id: str) -> dict[str, tuple[str, str |
         if not page["next_token"]:
             return rows
         after = page["next_token"]
+
+
+def peer_stats(cluster: LocalCluster) -> dict[str, int]:
+    """A zone's peer-read counters (bytes from peers and sources, hits, misses, errors),
+    summed over its targets."""
+    totals: dict[str, int] = {}
+    for target in cluster.targets:
+        for key, value in http_json(f"{target.url}/v1/node/status")[1]["peers"].items():
+            totals[key] = totals.get(key, 0) + value
+    return totals

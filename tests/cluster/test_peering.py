@@ -11,7 +11,7 @@ import pytest
 
 from aisync.client import Client
 from aisync.util.errors import NotFound
-from tests.harness import LocalCluster, http_json, run_job, wait_for
+from tests.harness import LocalCluster, peer_stats, run_job, wait_for
 from tests.harness import api as call
 
 
@@ -34,12 +34,6 @@ def attached(zone_a, zone_b):
     return remote
 
 
-def peer_stats(cluster) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for target in cluster.targets:
-        for key, value in http_json(f"{target.url}/v1/node/status")[1]["peers"].items():
-            totals[key] = totals.get(key, 0) + value
-    return totals
 
 
 def test_attach_list_and_bad_attaches(zone_a, zone_b, attached):

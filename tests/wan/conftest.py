@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from tests.backends.moto_server import CREDENTIALS
-from tests.harness import api, http_json
+from tests.harness import api
 from tests.wan.netem import (
     Link,
     NamespaceCluster,
@@ -88,10 +88,3 @@ def zone_b(wan, source, zone_a):
         yield c
 
 
-def peer_stats(cluster) -> dict[str, int]:
-    """The peer-read counters of a zone, summed over its targets."""
-    totals: dict[str, int] = {}
-    for target in cluster.targets:
-        for key, value in http_json(f"{target.url}/v1/node/status")[1]["peers"].items():
-            totals[key] = totals.get(key, 0) + value
-    return totals

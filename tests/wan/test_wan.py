@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 
 from aisync.client import Client
 from tests.backends.moto_server import admin_client
-from tests.harness import FINAL_JOB_STATES, api, wait_for
-from tests.wan.conftest import SOURCE_DELAY_MS, ZONE_DELAY_MS, ZONE_RATE_MBIT, peer_stats
+from tests.harness import FINAL_JOB_STATES, api, peer_stats, wait_for
+from tests.wan.conftest import SOURCE_DELAY_MS, ZONE_DELAY_MS, ZONE_RATE_MBIT
 
 MIB = 1 << 20
 
