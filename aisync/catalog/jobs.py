@@ -184,6 +184,18 @@ def _insert(conn: Connection) -> Callable[[sa.Table], Any]:
     raise NotSupported(f"catalog upserts are implemented for SQLite and PostgreSQL, not {name}")
 
 
+def _insert_new(conn: Connection, table: sa.Table, values: dict[str, Any],
+                key: sa.Column) -> bool:
+    """Insert a row unless one with the same ``key`` exists; True if this call inserted it."""
+    stmt = (
+        _insert(conn)(table)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=[key])
+        .execution_options(preserve_rowcount=True)  # else -1 on INSERT (psycopg)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
 def _report_values(job_id: str, row: object, now: datetime) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise InvalidArgument(f"a report row must be a dict, got {type(row).__name__}")
@@ -242,13 +254,7 @@ class JobsMixin:
             "progress": _json("job progress", job.get("progress", {})),
         }
         with self._writer.begin() as conn:
-            stmt = (
-                _insert(conn)(JOBS)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=[JOBS.c.id])
-                .execution_options(preserve_rowcount=True)  # else -1 on INSERT (psycopg)
-            )
-            if conn.execute(stmt).rowcount != 1:
+            if not _insert_new(conn, JOBS, values, JOBS.c.id):
                 raise InvalidArgument(f"job {job_id!r} already exists", job_id=job_id)
             return self._job(conn, job_id)  # type: ignore[arg-type]
 

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from aisync.catalog.jobs import _insert, _plain
+from aisync.catalog.jobs import _insert_new, _plain
 from aisync.catalog.models import (
     ACCESS_KEY_MAX_LEN,
     KEY_DESCRIPTION_MAX_LEN,
@@ -113,13 +113,7 @@ class KeysMixin:
             "created_at": utcnow(),
         }
         with self._writer.begin() as conn:
-            stmt = (
-                _insert(conn)(KEYS)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=[KEYS.c.access_key])
-                .execution_options(preserve_rowcount=True)  # else -1 on INSERT (psycopg)
-            )
-            if conn.execute(stmt).rowcount != 1:
+            if not _insert_new(conn, KEYS, values, KEYS.c.access_key):
                 raise AlreadyExists(
                     f"access key {access_key!r} already exists", access_key=access_key
                 )
