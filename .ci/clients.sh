@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure the S3 command-line clients that tests/s3/test_clients.py drives are installed:
+# Make sure the S3 command-line clients that tests/s3/test_clients*.py drive are installed:
 # s3cmd and rclone from apt (awscli and s3fs come from pyproject's dev extras). Idempotent and
 # quiet: does nothing when both are on PATH; otherwise installs the missing ones, running
 # `apt-get update` only if the first install attempt fails.

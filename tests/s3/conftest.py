@@ -3,6 +3,9 @@ serve S3 on a dedicated port, an access key, and boto3 clients for both ports.""
 
 from __future__ import annotations
 
+import os
+import re
+
 import boto3
 import pytest
 from botocore.config import Config
@@ -51,3 +54,10 @@ def s3_endpoint(s3_cluster) -> str:
 @pytest.fixture(scope="module")
 def s3(s3_endpoint):
     return boto3_client(s3_endpoint)
+
+
+@pytest.fixture
+def unique(request) -> str:
+    """A bucket name of this test's own (the real-client tests) (3-63 chars: s3cmd refuses shorter ones)."""
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()[5:]).strip("-")[:40]
+    return f"{base}-{os.getpid()}"

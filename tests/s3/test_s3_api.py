@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from aisync.client import Client
 from tests.harness import http_json
 from tests.s3.conftest import ACCESS_KEY, SECRET_KEY, boto3_client
-from tests.unit.test_sigv4 import encode_chunked
+from tests.unit.sigv4_wire import encode_chunked
 
 MiB = 1 << 20
 

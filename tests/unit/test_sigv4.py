@@ -7,31 +7,18 @@ an explicit ``now``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import random
 import re
-import zlib
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import botocore.auth
 import pytest
-from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.credentials import Credentials
-from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum, Sha1Checksum, Sha256Checksum
 from multidict import CIMultiDict
 
 from aisync.api.s3.sigv4 import (
     STREAMING_SIGNED,
-    STREAMING_SIGNED_TRAILER,
-    STREAMING_UNSIGNED_TRAILER,
     UNSIGNED_PAYLOAD,
-    AuthResult,
     ChunkedDecoder,
     PayloadHasher,
     S3AuthError,
@@ -39,64 +26,25 @@ from aisync.api.s3.sigv4 import (
     parse_request,
     verify,
 )
-
-AK, SK = "AKIAAISYNCTEST0001", "s3cr3t/with+slash=and~tilde"
-REGION = "us-east-1"
-HOST = "127.0.0.1:51080"
-T0 = datetime(2024, 3, 9, 12, 30, 15, tzinfo=UTC)
-EMPTY = hashlib.sha256(b"").hexdigest()
+from tests.unit.sigv4_wire import (
+    AK,
+    EMPTY,
+    HOST,
+    REGION,
+    SK,
+    T0,
+    FixedPayload,
+    Wire,
+    code_of,
+    key_path,
+    pin_botocore_clock,
+    sign,
+)
 
 
 @pytest.fixture(autouse=True)
 def _botocore_signs_at_t0(monkeypatch):
-    monkeypatch.setattr(botocore.auth, "get_current_datetime",
-                        lambda remove_tzinfo=True: T0.replace(tzinfo=None))
-
-
-@dataclass
-class Wire:
-    """A request as the server sees it: method, raw path, raw query, headers, body."""
-
-    method: str
-    path: str
-    query: str
-    headers: CIMultiDict
-    body: bytes = b""
-
-    def check(self, now=T0, secret=SK, **kw) -> AuthResult:
-        parsed = parse_request(self.method, self.path, self.query, self.headers)
-        assert parsed is not None
-        return verify(parsed, secret, self.method, self.path, self.query, self.headers, now, **kw)
-
-
-def sign(method, path, query="", headers=None, body=b"", *, presign=False, expires=3600,
-         params=None, signer=S3SigV4Auth, context=None) -> Wire:
-    url = f"http://{HOST}{path}" + (f"?{query}" if query else "")
-    req = AWSRequest(method=method, url=url, headers=dict(headers or {}), data=body,
-                     params=params or {})
-    req.context.update(context or {})
-    creds = Credentials(AK, SK)
-    if presign:
-        S3SigV4QueryAuth(creds, "s3", REGION, expires=expires).add_auth(req)
-    else:
-        signer(creds, "s3", REGION).add_auth(req)
-    prepared = req.prepare()
-    parts = urlsplit(prepared.url)
-    wire_headers = CIMultiDict(prepared.headers.items())
-    wire_headers.setdefault("Host", HOST)  # what the HTTP client puts on the wire
-    body = prepared.body or b""
-    return Wire(prepared.method, parts.path, parts.query, wire_headers,
-                body.encode() if isinstance(body, str) else body)
-
-
-def key_path(bucket: str, key: str) -> str:
-    return f"/{bucket}/" + quote(key, safe="/~")  # how botocore puts a key in the URL
-
-
-def code_of(fn, *args, **kw) -> str:
-    with pytest.raises(S3AuthError) as exc:
-        fn(*args, **kw)
-    return exc.value.code
+    pin_botocore_clock(monkeypatch)
 
 
 KEYS = ["plain.txt", "with space/and  double", "ünïcødé/日本語.bin", "a+b=c~d",
@@ -284,7 +232,7 @@ def test_structural_refusals():
 
 def test_bad_payload_hash_value():
     wire = sign("GET", "/bkt/k", headers={"x-amz-content-sha256": "not-a-hash"},
-                signer=_FixedPayload.with_payload("not-a-hash"))
+                signer=FixedPayload.with_payload("not-a-hash"))
     assert code_of(wire.check) == "InvalidArgument"
 
 
@@ -361,276 +309,6 @@ def test_aws_doc_streaming_example():
     # each published chunk signature is checked: corrupt the second one
     bad = body.replace(DOC_CHUNK_SIGS[1].encode(), DOC_CHUNK_SIGS[0].encode())
     assert code_of(ChunkedDecoder(auth).feed, bad) == "SignatureDoesNotMatch"
-
-
-# ---------------------------------------------------------------- aws-chunked round trips
-
-
-def _hmac(key: bytes, msg: str) -> hmac.HMAC:
-    return hmac.new(key, msg.encode(), hashlib.sha256)
-
-
-def encode_chunked(payload: bytes, chunk: int, *, amz_date="", scope="", seed="", secret=SK,
-                   signed=True, trailers: dict[str, str] | None = None) -> bytes:
-    """Independent aws-chunked encoder: chunk signatures chained from ``seed`` and, when
-    ``signed`` and ``trailers`` are given, a trailer signature over ``name:value\\n`` lines."""
-    key = ("AWS4" + secret).encode()
-    for part in scope.split("/"):
-        key = _hmac(key, part).digest()
-    out, prev = bytearray(), seed
-    pieces = [payload[i:i + chunk] for i in range(0, len(payload), chunk)] + [b""]
-    for data in pieces:
-        if signed:
-            prev = _hmac(key, "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", amz_date, scope, prev, EMPTY,
-                                         hashlib.sha256(data).hexdigest()])).hexdigest()
-            out += b"%x;chunk-signature=%s\r\n" % (len(data), prev.encode())
-        else:
-            out += b"%x\r\n" % len(data)
-        if data or trailers is None:
-            out += data + b"\r\n"
-    if trailers is not None:
-        lines = sorted(trailers.items())
-        for name, value in lines:
-            out += f"{name}:{value}\r\n".encode()
-        if signed:
-            digest = hashlib.sha256("".join(f"{n}:{v}\n" for n, v in lines).encode()).hexdigest()
-            sig = _hmac(key, "\n".join(["AWS4-HMAC-SHA256-TRAILER", amz_date, scope, prev,
-                                        digest])).hexdigest()
-            out += f"x-amz-trailer-signature:{sig}\r\n".encode()
-        out += b"\r\n"
-    return bytes(out)
-
-
-class _FixedPayload(S3SigV4Auth):
-    """botocore's S3 signer, declaring a given x-amz-content-sha256 (e.g. a STREAMING marker)."""
-
-    marker = STREAMING_SIGNED
-
-    def payload(self, request):
-        return self.marker
-
-    @classmethod
-    def with_payload(cls, marker: str) -> type[_FixedPayload]:
-        return type("Signer", (cls,), {"marker": marker})
-
-
-def streaming_auth(marker: str, decoded: int, trailer: str | None = None) -> AuthResult:
-    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(decoded)}
-    if trailer:
-        headers["x-amz-trailer"] = trailer
-    wire = sign("PUT", key_path("bkt", "big obj"), headers=headers,
-                signer=_FixedPayload.with_payload(marker))
-    auth = wire.check()
-    assert auth.streaming and auth.payload_hash == marker
-    return auth
-
-
-def encode_for(auth: AuthResult, payload: bytes, chunk: int, **kw) -> bytes:
-    return encode_chunked(payload, chunk, amz_date=auth.amz_date, scope=auth.scope,
-                          seed=auth.seed_signature, **kw)
-
-
-def feed_split(decoder: ChunkedDecoder, body: bytes, rng: random.Random, max_piece: int) -> bytes:
-    out, i = bytearray(), 0
-    while i < len(body):
-        n = rng.randint(1, max_piece)
-        out += decoder.feed(body[i:i + n])
-        i += n
-    return bytes(out)
-
-
-PAYLOAD = random.Random(7).randbytes(70_001)
-
-
-@pytest.mark.parametrize("max_piece", [1, 7, 8193, 100_000])
-@pytest.mark.parametrize("chunk", [8192, 65536, 70_001, 99_999])
-def test_signed_chunked_round_trip_any_split(chunk, max_piece):
-    payload = PAYLOAD[:3000] if max_piece == 1 else PAYLOAD  # 1-byte feeds: keep it quick
-    auth = streaming_auth(STREAMING_SIGNED, len(payload))
-    body = encode_for(auth, payload, chunk)
-    decoder = ChunkedDecoder(auth, decoded_content_length=len(payload))
-    assert feed_split(decoder, body, random.Random(chunk + max_piece), max_piece) == payload
-    assert decoder.finish() == {}
-
-
-def test_signed_chunks_are_released_only_once_verified():
-    auth = streaming_auth(STREAMING_SIGNED, len(PAYLOAD))
-    body = encode_for(auth, PAYLOAD, 65536)
-    decoder = ChunkedDecoder(auth)
-    assert decoder.feed(body[:60_000]) == b""  # first chunk not complete: nothing released
-    assert len(decoder.feed(body[60_000:65_700])) == 65536
-
-
-@pytest.mark.parametrize("damage", ["payload-byte", "chunk-signature", "reordered"])
-def test_signed_chunk_damage_is_detected(damage):
-    auth = streaming_auth(STREAMING_SIGNED, len(PAYLOAD))
-    body = bytearray(encode_for(auth, PAYLOAD, 8192))
-    if damage == "payload-byte":
-        body[20_000] ^= 0x01
-    elif damage == "chunk-signature":
-        at = body.index(b"chunk-signature=", 9000) + len(b"chunk-signature=")
-        body[at:at + 1] = b"0" if body[at:at + 1] != b"0" else b"1"
-    else:  # a correctly signed chunk replayed in the wrong place
-        first = bytes(body[:body.index(b"\r\n") + 2 + 8192 + 2])
-        body = bytearray(first + first + body[len(first):])
-    with pytest.raises(S3AuthError) as exc:
-        feed_split(ChunkedDecoder(auth), bytes(body), random.Random(1), 5000)
-    assert exc.value.code == "SignatureDoesNotMatch" and exc.value.status == 403
-
-
-def test_truncated_and_malformed_bodies():
-    auth = streaming_auth(STREAMING_SIGNED, len(PAYLOAD))
-    body = encode_for(auth, PAYLOAD, 8192)
-    final = body.rindex(b"0;chunk-signature=")
-    for cut in (len(body) - 1, final, final - 1, 100, 0):
-        decoder = ChunkedDecoder(auth)
-        decoder.feed(body[:cut])
-        assert code_of(decoder.finish) == "IncompleteBody"
-    garbage = [b"zz;chunk-signature=" + b"0" * 64 + b"\r\n",   # not hex
-               b"10\r\n" + b"x" * 16 + b"\r\n",                   # signed chunk without signature
-               b"9" * 5000,                                      # endless header line
-               body[:8192 + 100].replace(b"\r\n", b"\n", 1)]     # bare LF
-    for bad in garbage:
-        assert code_of(ChunkedDecoder(auth).feed, bad) in ("InvalidArgument",
-                                                          "SignatureDoesNotMatch")
-    assert code_of(ChunkedDecoder(auth).feed, body + b"x") == "InvalidArgument"  # after the end
-    data_end = body.index(b"\r\n") + 2 + 8192
-    assert body[data_end:data_end + 2] == b"\r\n"
-    no_crlf = body[:data_end] + b"XY" + body[data_end + 2:]
-    assert code_of(ChunkedDecoder(auth).feed, no_crlf) == "InvalidArgument"
-    short = ChunkedDecoder(auth, decoded_content_length=len(PAYLOAD) + 1)
-    assert code_of(short.feed, body) == "IncompleteBody"
-    long = ChunkedDecoder(auth, decoded_content_length=len(PAYLOAD) - 1)
-    assert code_of(long.feed, body) == "InvalidArgument"
-    capped = ChunkedDecoder(auth, max_chunk_size=4096)
-    assert code_of(capped.feed, body) == "InvalidArgument"
-
-
-def b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode()
-
-
-def crc32_b64(data: bytes) -> str:
-    return b64(zlib.crc32(data).to_bytes(4, "big"))
-
-
-def botocore_unsigned_trailer(payload: bytes, checksum_cls, name: str) -> tuple[AuthResult, bytes]:
-    """A real botocore STREAMING-UNSIGNED-PAYLOAD-TRAILER request and its aws-chunked body."""
-    context = {"checksum": {"request_algorithm": {"in": "trailer", "name": name}}}
-    wire = sign("PUT", "/bkt/k", headers={"Content-Encoding": "aws-chunked", "x-amz-trailer": name,
-                                          "x-amz-decoded-content-length": str(len(payload))},
-                context=context)
-    auth = wire.check()
-    assert auth.payload_hash == STREAMING_UNSIGNED_TRAILER
-    wrapped = AwsChunkedWrapper(_Reader(payload), checksum_cls=checksum_cls, checksum_name=name,
-                                chunk_size=10_000)
-    return auth, wrapped.read()
-
-
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self._data, self._pos = data, 0
-
-    def read(self, n: int = -1) -> bytes:
-        out = self._data[self._pos:self._pos + n]
-        self._pos += len(out)
-        return out
-
-
-@pytest.mark.parametrize(("cls", "name"), [(Crc32Checksum, "x-amz-checksum-crc32"),
-                                           (Sha1Checksum, "x-amz-checksum-sha1"),
-                                           (Sha256Checksum, "x-amz-checksum-sha256")])
-def test_botocore_unsigned_trailer_checksums(cls, name):
-    auth, body = botocore_unsigned_trailer(PAYLOAD, cls, name)
-    decoder = ChunkedDecoder(auth, name, decoded_content_length=len(PAYLOAD))
-    assert feed_split(decoder, body, random.Random(3), 3001) == PAYLOAD
-    assert set(decoder.finish()) == {name}
-    wrong = body[:-10] + (b"A" if body[-10:-9] != b"A" else b"B") + body[-9:]
-    with pytest.raises(S3AuthError) as exc:
-        ChunkedDecoder(auth, name).feed(wrong)
-    assert exc.value.code == "BadDigest" and exc.value.status == 400
-
-
-def test_unsigned_trailer_crc32_right_and_wrong():
-    auth = streaming_auth(STREAMING_UNSIGNED_TRAILER, len(PAYLOAD), "x-amz-checksum-crc32")
-    good = encode_for(auth, PAYLOAD, 8192, signed=False,
-                      trailers={"x-amz-checksum-crc32": crc32_b64(PAYLOAD)})
-    decoder = ChunkedDecoder(auth, "x-amz-checksum-crc32")
-    assert decoder.feed(good) == PAYLOAD  # unsigned chunks stream through at once
-    assert decoder.finish() == {"x-amz-checksum-crc32": crc32_b64(PAYLOAD)}
-    bad = encode_for(auth, PAYLOAD, 8192, signed=False,
-                     trailers={"x-amz-checksum-crc32": crc32_b64(PAYLOAD + b"!")})
-    assert code_of(ChunkedDecoder(auth, "x-amz-checksum-crc32").feed, bad) == "BadDigest"
-    # the declared trailer never arrives / an undeclared one does
-    bare = encode_for(auth, PAYLOAD, 8192, signed=False)
-    missing = ChunkedDecoder(auth, "x-amz-checksum-crc32")
-    missing.feed(bare)
-    assert code_of(missing.finish) == "IncompleteBody"
-    assert code_of(ChunkedDecoder(auth).feed, good) == "MalformedTrailerError"
-    ended = bare.replace(b"0\r\n\r\n", b"0\r\n\r\n\r\n")  # a trailer section, but empty
-    assert code_of(ChunkedDecoder(auth, "x-amz-checksum-crc32").feed, ended) \
-        == "MalformedTrailerError"
-
-
-def test_unsigned_trailer_crc32c():
-    crc32c = pytest.importorskip("google_crc32c")
-    value = b64(crc32c.value(PAYLOAD).to_bytes(4, "big"))
-    auth = streaming_auth(STREAMING_UNSIGNED_TRAILER, len(PAYLOAD), "x-amz-checksum-crc32c")
-    for trailer, ok in ((value, True), (crc32_b64(PAYLOAD), False)):
-        body = encode_for(auth, PAYLOAD, 8192, signed=False,
-                          trailers={"x-amz-checksum-crc32c": trailer})
-        decoder = ChunkedDecoder(auth, "x-amz-checksum-crc32c")
-        assert decoder.unverified == []
-        if ok:
-            assert decoder.feed(body) == PAYLOAD and decoder.finish()
-        else:
-            assert code_of(decoder.feed, body) == "BadDigest"
-
-
-def test_unverifiable_checksum_is_reported_not_checked():
-    auth = streaming_auth(STREAMING_UNSIGNED_TRAILER, 5, "x-amz-checksum-crc64nvme")
-    body = encode_for(auth, b"hello", 8192, signed=False,
-                      trailers={"x-amz-checksum-crc64nvme": "AAAAAAAAAAA="})
-    decoder = ChunkedDecoder(auth, "x-amz-checksum-crc64nvme")
-    assert decoder.unverified == ["x-amz-checksum-crc64nvme"]
-    assert decoder.feed(body) == b"hello"
-
-
-def test_signed_trailer_round_trip_and_tampering():
-    name = "x-amz-checksum-sha256"
-    auth = streaming_auth(STREAMING_SIGNED_TRAILER, len(PAYLOAD), name)
-    right = b64(hashlib.sha256(PAYLOAD).digest())
-    body = encode_for(auth, PAYLOAD, 16384, trailers={name: right})
-    decoder = ChunkedDecoder(auth, name, decoded_content_length=len(PAYLOAD))
-    assert feed_split(decoder, body, random.Random(5), 999) == PAYLOAD
-    assert decoder.finish() == {name: right}
-    # a checksum edited in transit breaks the trailer signature
-    edited = body.replace(right.encode(), b64(hashlib.sha256(b"x").digest()).encode())
-    assert code_of(ChunkedDecoder(auth, name).feed, edited) == "SignatureDoesNotMatch"
-    # correctly signed but wrong checksum
-    wrong = encode_for(auth, PAYLOAD, 16384, trailers={name: b64(hashlib.sha256(b"x").digest())})
-    assert code_of(ChunkedDecoder(auth, name).feed, wrong) == "BadDigest"
-    # the signature line is mandatory
-    unsigned = encode_for(auth, PAYLOAD, 16384, trailers={name: right})
-    unsigned = re.sub(rb"x-amz-trailer-signature:[0-9a-f]+\r\n", b"", unsigned)
-    assert code_of(ChunkedDecoder(auth, name).feed, unsigned) == "MalformedTrailerError"
-    for junk in ("zz", "é" * 64, "A" * 64):
-        odd = re.sub(rb"(x-amz-trailer-signature:)[0-9a-f]+", b"\\g<1>" + junk.encode(), body)
-        assert code_of(ChunkedDecoder(auth, name).feed, odd) == "MalformedTrailerError"
-
-
-def test_blank_line_before_trailer_is_tolerated():
-    name = "x-amz-checksum-crc32"
-    auth = streaming_auth(STREAMING_UNSIGNED_TRAILER, 5, name)
-    body = encode_for(auth, b"hello", 8192, signed=False, trailers={name: crc32_b64(b"hello")})
-    padded = body.replace(b"0\r\n", b"0\r\n\r\n", 1)
-    decoder = ChunkedDecoder(auth, name)
-    assert decoder.feed(padded) == b"hello" and decoder.finish() == {name: crc32_b64(b"hello")}
-
-
-def test_decoder_refuses_non_streaming_auth():
-    with pytest.raises(ValueError):
-        ChunkedDecoder(sign("GET", "/bkt/k").check())
 
 
 # ---------------------------------------------------------------- plain bodies
