@@ -48,6 +48,7 @@ from aisync.storage.objects import (
     ObjectStore,
     ObjectWriter,
     _fsync_dir,
+    _hash_and_write,
     _unlink_quiet,
     _write_all,
 )
@@ -245,12 +246,12 @@ class Uploads:
                         await pending
                     data, buffer = bytes(buffer), bytearray()
                     pending = loop.run_in_executor(store._io, _hash_and_write, fd, data,
-                                                   md5_hasher, hasher)
+                                                   hasher, md5_hasher)
             if pending is not None:
                 pending, waiting = None, pending
                 await waiting
             if buffer:
-                await store.run_io(_hash_and_write, fd, bytes(buffer), md5_hasher, hasher)
+                await store.run_io(_hash_and_write, fd, bytes(buffer), hasher, md5_hasher)
             if total != size:
                 raise IncompleteBody(f"received {total} of {size} bytes")
             part = Part(number, md5_hasher.hexdigest(), size, format_checksum(hasher), 0.0)
@@ -458,12 +459,6 @@ def _bucket_dirs(top: Path) -> Iterator[tuple[str, Path]]:
         for child in _subdirs(provider):
             for bucket in _subdirs(child) if child.name.startswith("@") else [child]:
                 yield str(bucket.relative_to(top)), bucket
-
-
-def _hash_and_write(fd: int, data: bytes, md5, hasher) -> None:
-    md5.update(data)  # hashlib and xxhash release the GIL on large buffers, as does the write
-    hasher.update(data)
-    _write_all(fd, data)
 
 
 def _read_hashed(fd: int, count: int, offset: int, hasher) -> bytes:
