@@ -100,6 +100,13 @@ class HttpSection(_Section):
         "serves one request at a time, so on a dedicated storage host set this to about the "
         "number of cores minus one.",
     )
+    local_reads: bool = Field(
+        True,
+        description="Short-circuit local reads: a target offers a unix socket through which a "
+        "proxy on the same host opens objects and sends their bytes to S3 clients itself "
+        "(sendfile), instead of relaying them over a second HTTP connection. Set it on both "
+        "roles; off on either side means HTTP only.",
+    )
     client_timeout: Duration = Field(
         30.0, description="Timeout for node-to-node control requests (metasync, join, status)."
     )

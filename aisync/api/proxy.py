@@ -83,6 +83,7 @@ class ProxyNode(NodeRuntime):
 
     async def start_role(self) -> None:
         assert self.session is not None
+        self._stack.callback(self.s3.local_reads.close)
         if self.config.cluster.primary_url:
             self.spawn(self._join_loop(), "join")
             return
@@ -114,6 +115,7 @@ class ProxyNode(NodeRuntime):
     async def node_status(self) -> dict:
         status = await super().node_status()
         status["s3_url"] = self.s3_url or (self.me.url if self.config.s3.enabled else None)
+        status["local_reads"] = self.s3.local_reads.stats.as_dict()
         return status
 
     def is_ready(self) -> bool:
@@ -418,7 +420,8 @@ class ProxyNode(NodeRuntime):
         assert self.primary is not None
         body = await json_object(request, "join")
         try:
-            node = NodeInfo(id=body["id"], role=body["role"], url=body["url"])
+            node = NodeInfo(id=body["id"], role=body["role"], url=body["url"],
+                            host=body.get("host"), local_socket=body.get("local_socket"))
             held = int(body.get("map_version", 0))
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidArgument(f"invalid join request: {exc}") from None

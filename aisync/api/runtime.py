@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from aisync.api.common import bucket_ref, json_object
+from aisync.api.localread import host_identity
 from aisync.api.router import Router
 from aisync.catalog import Catalog
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
@@ -54,7 +55,8 @@ class NodeRuntime:
         self.config = config
         Path(config.data_dir).mkdir(parents=True, exist_ok=True)
         self.node_id = load_node_id(config)
-        self.me = NodeInfo(id=self.node_id, role=config.role, url=config.url)
+        self.me = NodeInfo(id=self.node_id, role=config.role, url=config.url,
+                           host=host_identity())
         self.started = time.time()
         self._blocking = ThreadPoolExecutor(4, thread_name_prefix="aisync-ctl")
         self.catalog = Catalog(config.resolved_catalog_url())
@@ -120,6 +122,7 @@ class NodeRuntime:
         delay = 0.1
         while True:
             body = {"id": self.node_id, "role": self.role, "url": self.me.url,
+                    "host": self.me.host, "local_socket": self.me.local_socket,
                     "map_version": self.state.cmap.version if self.state.cmap else 0}
             try:
                 assert self.session is not None

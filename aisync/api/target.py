@@ -34,6 +34,7 @@ from aisync.api.common import (
 )
 from aisync.api.files import file_response, range_of, send_file_range, small_response
 from aisync.api.jobwork import TargetJobs
+from aisync.api.localread_target import LocalReadServer
 from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
 from aisync.api.uploads import TargetUploads
@@ -123,6 +124,7 @@ class TargetNode(NodeRuntime):
         self.peer_stats = PeerStats()
         self.jobs = TargetJobs(self)
         self.uploads = TargetUploads(self)  # multipart uploads: /v1/uploads/...
+        self.local_reads: LocalReadServer | None = None  # short-circuit reads for local proxies
         r = self.router
         r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
         r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
@@ -136,6 +138,10 @@ class TargetNode(NodeRuntime):
     async def start_role(self) -> None:
         await self.store.start()
         self._stack.push_async_callback(self.store.stop)
+        if self.config.http.local_reads:  # before joining: the map carries the socket
+            self.local_reads = LocalReadServer(self, Path(self.config.data_dir) / "local.sock")
+            self.me = self.me.model_copy(update={"local_socket": self.local_reads.start()})
+            self._stack.push_async_callback(self.local_reads.stop)
         self._stack.push_async_callback(self.readthrough.close)
         self._stack.push_async_callback(self.jobs.close)
         self._stack.push_async_callback(self.uploads.close)
@@ -405,5 +411,6 @@ class TargetNode(NodeRuntime):
                       readthrough=dataclasses.asdict(self.readthrough.stats),
                       on_access=self.on_access.stats.as_dict(),
                       peers=self.peer_stats.as_dict(),
-                      jobs=dataclasses.asdict(self.jobs.executor.stats))
+                      jobs=dataclasses.asdict(self.jobs.executor.stats),
+                      local_reads=self.local_reads.stats.as_dict() if self.local_reads else None)
         return status

@@ -38,6 +38,10 @@ class NodeInfo(_Doc):
     role: NodeRole
     url: str
     state: NodeState = "active"
+    #: The machine it runs on (kernel boot id), so nodes can tell who shares their host.
+    host: str | None = None
+    #: A target's socket for short-circuit local reads (see ``aisync.api.localread``).
+    local_socket: str | None = None
 
 
 class ClusterMap(_Doc):

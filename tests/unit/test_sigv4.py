@@ -22,6 +22,7 @@ from aisync.api.s3.sigv4 import (
     ChunkedDecoder,
     PayloadHasher,
     S3AuthError,
+    amz_time,
     authenticate,
     parse_request,
     verify,
@@ -331,3 +332,15 @@ def test_payload_hasher():
     anything.check()
     with pytest.raises(ValueError):
         PayloadHasher(STREAMING_SIGNED)
+
+
+@pytest.mark.parametrize("value", ["20240309T123015Z", "20240229T000000Z", "19991231T235959Z"])
+def test_amz_time_is_strptime(value):
+    assert amz_time(value) == datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value", ["20230229T000000Z", "20240309T123015", "2024030XT123015Z",
+                                   "20240309 123015Z", "20240309T246015Z", ""])
+def test_amz_time_refuses_what_strptime_refuses(value):
+    with pytest.raises(ValueError):
+        amz_time(value)

@@ -28,6 +28,7 @@ from urllib.parse import quote, unquote
 import aiohttp
 from aiohttp import web
 
+from aisync.api.localread import LocalReads
 from aisync.api.s3 import sigv4
 from aisync.api.s3.xml import ERRORS, S3Error, error_response, s3_code
 from aisync.cluster.maps import BucketProps, NodeInfo
@@ -71,6 +72,7 @@ class S3Frontend:
 
         self.node = node
         self.config = node.config.s3
+        self.local_reads = LocalReads(node.config.http.local_reads)
         self.objects = ObjectOps(self)
         self.buckets = BucketOps(self)
         self.multipart = MultipartOps(self)

@@ -18,8 +18,11 @@ from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from aisync.api.common import STORED_HEADERS
+from aisync.api.files import send_file_range
+from aisync.api.localread import LocalAnswer
 from aisync.api.s3 import splice
 from aisync.api.s3.body import VerifiedBody, content_md5_hex
 from aisync.api.s3.xml import (
@@ -33,6 +36,7 @@ from aisync.api.s3.xml import (
     xml_response,
 )
 from aisync.util.errors import AisyncError, NodeUnavailable
+from aisync.util.names import validate_object_name
 
 if TYPE_CHECKING:
     from aisync.api.s3.frontend import S3Frontend, S3Request
@@ -123,11 +127,18 @@ class ObjectOps:
     async def get(self, s3: S3Request) -> web.StreamResponse:
         ref, _ = self.fe.resolve(s3.bucket)
         request = s3.request
+        if s3.query.get("partNumber") not in (None, "1"):
+            raise S3Error("InvalidArgument", "partNumber other than 1 is not supported")
+        validate_object_name(s3.key)
+        head = request.method == "HEAD"
+        local = await self.fe.local_reads.open(self.fe.owner(ref, s3.key), ref, s3.key,
+                                               head=head,
+                                               byte_range=request.headers.get("Range"))
+        if local is not None:
+            return self._local_answer(s3, local)
         headers = {}
         if "Range" in request.headers:
             headers["Range"] = request.headers["Range"]
-        if s3.query.get("partNumber") not in (None, "1"):
-            raise S3Error("InvalidArgument", "partNumber other than 1 is not supported")
         try:
             async with self.open_source(ref, s3.key, headers, request.method) as up:
                 if up.status == 416:
@@ -135,39 +146,53 @@ class ObjectOps:
                                   ActualObjectSize=up.headers.get("Content-Range", "*/?")
                                   .rpartition("/")[2])
                 await self.fe.raise_for(up, "target")
-                if any(name in request.headers for name in CONDITIONS):
-                    preconditions(request.headers, up.headers.get("ETag", ""),
-                                  _http_seconds(up.headers.get("Last-Modified")))
-                answer = common_headers(request)
-                for name in PASSED_HEADERS:
-                    if name in up.headers:
-                        answer[name] = up.headers[name]
-                for name, value in up.headers.items():
-                    if name.lower().startswith("x-amz-meta-"):
-                        answer[name] = value
-                if "Content-Type" not in up.headers:
-                    answer["Content-Type"] = "binary/octet-stream"
-                for param, name in OVERRIDES.items():
-                    if param in s3.query:
-                        answer[name] = s3.query[param]
-                if request.method == "HEAD" or (up.content_length is not None
-                                                and up.content_length <= SMALL_BODY):
+                answer = self._answer_headers(s3, up.headers)
+                if head or (up.content_length is not None and up.content_length <= SMALL_BODY):
                     # one write for headers and body (a streamed answer costs three)
-                    body = b"" if request.method == "HEAD" else await up.read()
-                    small = web.Response(status=up.status, headers=answer, body=body)
-                    if request.method == "HEAD":
-                        small.headers["Content-Length"] = answer.get("Content-Length", "0")
-                    return small
+                    body = b"" if head else await up.read()
+                    return _whole(up.status, answer, body, head)
                 out = web.StreamResponse(status=up.status, headers=answer)
                 if up.content_length is not None:
                     out.content_length = up.content_length
                 await out.prepare(request)
-                if request.method != "HEAD":
-                    await self._body(request, up, out)
+                await self._body(request, up, out)
                 await out.write_eof()
                 return out
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise NodeUnavailable(f"the owning target failed mid-answer: {exc}") from exc
+
+    def _local_answer(self, s3: S3Request, local: LocalAnswer) -> web.StreamResponse:
+        """The answer from an object the owning target opened for us (short-circuit)."""
+        try:
+            answer = self._answer_headers(s3, CIMultiDict(local.headers))
+            head = s3.request.method == "HEAD"
+            if head or local.body is not None:
+                return _whole(local.status, answer, local.body or b"", head)
+        except BaseException:
+            local.close()
+            raise
+        return LocalFileResponse(local, status=local.status, headers=answer)
+
+    def _answer_headers(self, s3: S3Request, found) -> dict[str, str]:
+        """What the client sees of an object's headers (``found``: the target's, any case):
+        preconditions decided, passed headers and user metadata kept, ``response-*`` applied."""
+        request = s3.request
+        if any(name in request.headers for name in CONDITIONS):
+            preconditions(request.headers, found.get("ETag", ""),
+                          _http_seconds(found.get("Last-Modified")))
+        answer = common_headers(request)
+        for name in PASSED_HEADERS:
+            if name in found:
+                answer[name] = found[name]
+        for name, value in found.items():
+            if name.lower().startswith("x-amz-meta-"):
+                answer[name] = value
+        if "Content-Type" not in found:
+            answer["Content-Type"] = "binary/octet-stream"
+        for param, name in OVERRIDES.items():
+            if param in s3.query:
+                answer[name] = s3.query[param]
+        return answer
 
     @staticmethod
     async def _body(request: web.BaseRequest, up: aiohttp.ClientResponse,
@@ -324,6 +349,39 @@ class ObjectOps:
         element = document("CopyObjectResult", [("LastModified", iso_time(modified)),
                                                 ("ETag", answer.get("ETag", ""))])
         return xml_response(request, element)
+
+
+def _whole(status: int, headers: dict[str, str], body: bytes, head: bool) -> web.Response:
+    """A complete answer in one write; a HEAD keeps the object's Content-Length."""
+    response = web.Response(status=status, headers=headers, body=body)
+    if head:
+        response.headers["Content-Length"] = headers.get("Content-Length", "0")
+    return response
+
+
+class LocalFileResponse(web.StreamResponse):
+    """Bytes of a file the owning target opened for us, sent with zero-copy ``sendfile``. It
+    owns the descriptor and closes it once sent; handlers return it unprepared (aiohttp's
+    ``finish_response`` prepares it and treats a vanished client as the normal event it is)."""
+
+    def __init__(self, local: LocalAnswer, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._local = local
+        self.content_length = local.count
+
+    async def prepare(self, request: web.BaseRequest):
+        if self.prepared:
+            return await super().prepare(request)
+        try:
+            writer = await super().prepare(request)
+            if self._local.count and self._local.fd is not None:
+                with open(self._local.fd, "rb", closefd=False) as fobj:
+                    await send_file_range(request, writer, fobj, self._local.offset,
+                                          self._local.count)
+            await super().write_eof()
+            return writer
+        finally:
+            self._local.close()
 
 
 def copy_source(value: str) -> tuple[str, str]:

@@ -319,6 +319,16 @@ def canonical_requests(parsed: ParsedAuth, method: str, raw_path: str, raw_query
                 yield f"{method}\n{p}\n{q}\n{tail}"
 
 
+def amz_time(value: str) -> datetime:
+    """``YYYYMMDDTHHMMSSZ`` (what ``strptime`` would take, at a tenth of its cost); ValueError
+    if it is not that."""
+    if len(value) != 16 or value[8] != "T" or value[15] != "Z" or \
+            not (value[:8] + value[9:15]).isdigit():
+        raise ValueError(f"not an ISO 8601 basic time: {value!r}")
+    return datetime(int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]),
+                    int(value[11:13]), int(value[13:15]), tzinfo=UTC)
+
+
 def verify(parsed: ParsedAuth, secret_key: str, method: str, raw_path: str, raw_query: str,
            headers: Mapping[str, str], now: datetime, max_skew_seconds: int = 900, *,
            region: str | None = None) -> AuthResult:
@@ -327,7 +337,7 @@ def verify(parsed: ParsedAuth, secret_key: str, method: str, raw_path: str, raw_
         raise _malformed(parsed.presigned,
                          f"the region {parsed.region!r} is wrong; expecting {region!r}")
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
-    signed_at = datetime.strptime(parsed.amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    signed_at = amz_time(parsed.amz_date)
     skew = timedelta(seconds=max_skew_seconds)
     if parsed.presigned:
         if now + skew < signed_at:
