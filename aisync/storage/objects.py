@@ -230,11 +230,19 @@ class ObjectWriter:
 
     async def _flush_buffer(self, chunk: bytes | None = None) -> None:
         await self._settle()
-        await self.open()
         data = chunk
         if data is None and self._buffer:
             data = bytes(self._buffer)
             self._buffer.clear()
+        if data and self._opening is None:
+            # the first bytes: create the file and write them in one trip to the I/O pool (a
+            # small object's whole body, so a small PUT costs two trips: this and the commit)
+            self._opening = asyncio.get_running_loop().run_in_executor(
+                self.store._io, _create_and_write, self.temp, data, self._hasher, self._md5)
+            self._fd = await asyncio.shield(self._opening)
+            self.written += len(data)
+            return
+        await self.open()
         if data:
             loop = asyncio.get_running_loop()
             self._pending = loop.run_in_executor(self.store._io, _hash_and_write, self._fd,
@@ -508,6 +516,16 @@ class ObjectStore(MountpathReader):
 
 def _create_temp(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+
+def _create_and_write(path: Path, data: bytes, hasher, md5=None) -> int:
+    fd = _create_temp(path)
+    try:
+        _hash_and_write(fd, data, hasher, md5)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _hash_and_write(fd: int, data: bytes, hasher, md5=None) -> None:
