@@ -184,9 +184,9 @@ class ObjectWriter:
     """
 
     def __init__(self, store: ObjectStore, bucket: str, name: str, max_size: int | None,
-                 md5: bool = False) -> None:
+                 md5: bool = False, mountpath: Mountpath | None = None) -> None:
         self.store, self.bucket, self.name, self.max_size = store, bucket, name, max_size
-        self.mountpath = store.ranked_mountpaths(bucket, name)[0]
+        self.mountpath = mountpath or store.ranked_mountpaths(bucket, name)[0]
         self.temp = self.mountpath.temp_path()
         # Created in the I/O pool on first use (:meth:`open`): creating a file can wait on the
         # filesystem journal behind other writers' fsyncs, which must not stall the event loop.
@@ -288,6 +288,14 @@ class ObjectWriter:
             store._changed(bucket, name)
             await loop.run_in_executor(store._index_writer, store.index.upsert, meta)
         return meta
+
+    def detach(self) -> int:
+        """After :meth:`finish`, for a file that becomes something other than an object (a
+        multipart part): the caller takes the open temp file's descriptor, and must close it
+        and rename (or remove) ``temp`` itself; :meth:`abort` then only removes a leftover."""
+        assert self.checksum is not None, "finish() first"
+        fd, self._fd = self._fd, -1
+        return fd
 
     async def abort(self) -> None:
         try:

@@ -48,15 +48,12 @@ from aisync.storage.objects import (
     ObjectStore,
     ObjectWriter,
     _fsync_dir,
-    _hash_and_write,
-    _unlink_quiet,
     _write_all,
 )
 from aisync.util.errors import (
     BucketNotFound,
     ChecksumMismatch,
     EntityTooSmall,
-    IncompleteBody,
     InvalidArgument,
     InvalidPart,
     InvalidPartOrder,
@@ -228,53 +225,33 @@ class Uploads:
             raise PayloadTooLarge(f"a part of {size} bytes exceeds {limit}")
         store = self.store
         mp, path, _ = await store.run_io(self._find, bucket, name, upload_id)
-        loop = asyncio.get_running_loop()
-        temp = mp.temp_path()
-        # created in the I/O pool: file creation can wait behind other writers' fsyncs
-        fd = await store.run_io(os.open, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                                os.O_CLOEXEC, 0o644)
-        md5_hasher, hasher = hashlib.md5(), new_hasher()
-        buffer, total, pending, installed = bytearray(), 0, None, False
+        # the object store's writer (buffered, hashed and written in the I/O pool), on the
+        # upload's mountpath; the finished file is sealed as a part instead of committed
+        writer = ObjectWriter(store, bucket, name, limit, md5=True, mountpath=mp)
+        installed = False
         try:
             async for chunk in chunks:
-                total += len(chunk)
-                if total > size:
+                if writer.size + len(chunk) > size:
                     raise InvalidArgument(f"the part is longer than its {size} bytes")
-                buffer += chunk
-                if len(buffer) >= CHUNK:
-                    if pending is not None:
-                        await pending
-                    data, buffer = bytes(buffer), bytearray()
-                    pending = loop.run_in_executor(store._io, _hash_and_write, fd, data,
-                                                   hasher, md5_hasher)
-            if pending is not None:
-                pending, waiting = None, pending
-                await waiting
-            if buffer:
-                await store.run_io(_hash_and_write, fd, bytes(buffer), hasher, md5_hasher)
-            if total != size:
-                raise IncompleteBody(f"received {total} of {size} bytes")
-            part = Part(number, md5_hasher.hexdigest(), size, format_checksum(hasher), 0.0)
-            if md5 and md5.lower() != part.etag:
+                await writer.write(chunk)
+            await writer.finish(size, checksum)
+            assert writer.md5 is not None and writer.checksum is not None
+            if md5 and md5.lower() != writer.md5:
                 raise ChecksumMismatch("the Content-MD5 you specified did not match what we "
                                        "received")
-            if checksum and checksum != part.checksum:
-                raise ChecksumMismatch(f"checksum {part.checksum} does not match the declared "
-                                       f"{checksum}")
-            record = json.dumps({"e": part.etag, "s": size, "c": part.checksum}).encode()
-            await store.run_io(_seal, fd, record, store.fsync)
+            record = json.dumps({"e": writer.md5, "s": size, "c": writer.checksum}).encode()
+            fd = writer.detach()
+            try:
+                await store.run_io(_seal, fd, record, store.fsync)
+            finally:
+                os.close(fd)
             async with self._locked(upload_id):
-                mtime = await store.run_io(self._install, temp, path, number)
+                mtime = await store.run_io(self._install, writer.temp, path, number)
                 installed = True
-            return Part(number, part.etag, size, part.checksum, mtime)
+            return Part(number, writer.md5, size, writer.checksum, mtime)
         finally:
-            if pending is not None:  # never close the fd under a write still running
-                await asyncio.wait([pending])
-                if not pending.cancelled():
-                    pending.exception()  # retrieved: raised above, or moot after another error
-            os.close(fd)
             if not installed:
-                await store.run_io(_unlink_quiet, temp)
+                await writer.abort()
 
     def _install(self, temp: Path, path: Path, number: int) -> float:
         if not (path / UPLOAD_JSON).is_file():
