@@ -292,3 +292,11 @@ def peer_stats(cluster: LocalCluster) -> dict[str, int]:
         for key, value in http_json(f"{target.url}/v1/node/status")[1]["peers"].items():
             totals[key] = totals.get(key, 0) + value
     return totals
+
+
+def cli_ok(result):
+    """A click ``Result`` that exited 0 without a traceback (else a readable failure)."""
+    assert result.exit_code == 0, \
+        f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert "Traceback" not in result.output
+    return result

@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from aisync.cli.main import cli
 from aisync.client import Client
 from tests.harness import REPO, LocalCluster, free_port, http_json
+from tests.harness import cli_ok as ok
 
 COMMANDS = [["auth"], ["auth", "key"], ["auth", "key", "create"], ["auth", "key", "ls"],
             ["auth", "key", "rm"]]
@@ -45,23 +46,8 @@ def sdk(cluster):
 
 
 @pytest.fixture
-def invoke(endpoint, tmp_path, monkeypatch):
-    """Run ``aisync --endpoint PROXY ARGS...`` in-process, in ``tmp_path``."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AISYNC_ENDPOINT", raising=False)
-    monkeypatch.setenv("AISYNC_CLUSTER_DIR", str(tmp_path / "no-cluster-dir"))
-    runner = CliRunner()
-
-    def call(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(cli, ["--endpoint", endpoint, *args], input=input)
-
-    return call
-
-
-def ok(r: Result) -> Result:
-    assert r.exit_code == 0, f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    assert "Traceback" not in r.output
-    return r
+def invoke(cli_at, endpoint):
+    return cli_at(endpoint)
 
 
 def failed(r: Result, message: str) -> Result:

@@ -15,9 +15,8 @@ import uuid
 
 import pytest
 import xxhash
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from aisync.cli.main import cli
 from aisync.client import Client
 from aisync.util.errors import ObjectNotFound
 from tests.client.relay import Relay
@@ -44,18 +43,8 @@ def bucket(sdk) -> str:
 
 
 @pytest.fixture
-def invoke(cluster, tmp_path, monkeypatch):
-    """Run ``aisync --endpoint PROXY ARGS...`` in-process, in ``tmp_path``."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AISYNC_ENDPOINT", raising=False)
-    monkeypatch.setenv("AISYNC_CLUSTER_DIR", str(tmp_path / "no-cluster-dir"))
-    runner = CliRunner()
-
-    def call(*args: str, input: bytes | None = None, endpoint: str | None = None) -> Result:
-        return runner.invoke(cli, ["--endpoint", endpoint or cluster.endpoint, *args],
-                             input=input)
-
-    return call
+def invoke(cli_at, cluster):
+    return cli_at(cluster.endpoint)
 
 
 def names(sdk: Client, bucket: str) -> list[str]:

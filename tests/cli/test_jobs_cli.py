@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from aisync.cli.main import cli
 from aisync.client import Client
 from tests.harness import LocalCluster
+from tests.harness import cli_ok as ok
 
 FILES = {f"data/f{i}.bin": bytes([i]) * (100 + i) for i in range(5)}
 JOB_ID = re.compile(r"\bj-[0-9a-f]{12}\b")
@@ -44,17 +45,8 @@ def sdk(cluster):
 
 
 @pytest.fixture
-def invoke(cluster, tmp_path, monkeypatch):
-    """Run ``aisync --endpoint PROXY ARGS...`` in-process, in ``tmp_path``."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AISYNC_ENDPOINT", raising=False)
-    monkeypatch.setenv("AISYNC_CLUSTER_DIR", str(tmp_path / "no-cluster-dir"))
-    runner = CliRunner()
-
-    def call(*args: str) -> Result:
-        return runner.invoke(cli, ["--endpoint", cluster.endpoint, *args])
-
-    return call
+def invoke(cli_at, cluster):
+    return cli_at(cluster.endpoint)
 
 
 @pytest.fixture
@@ -73,12 +65,6 @@ def fs_bucket(invoke, source) -> str:
     r = invoke("bucket", "create", uri, "--path", str(source))
     assert r.exit_code == 0, r.output
     return uri
-
-
-def ok(r: Result) -> Result:
-    assert r.exit_code == 0, f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
-    assert "Traceback" not in r.output
-    return r
 
 
 def job_id_of(r: Result) -> str:
@@ -380,15 +366,10 @@ def test_metrics_count_jobs(sdk, fs_bucket):
 # -- through a proxy that is not the primary -------------------------------------------------------
 
 
-def test_commands_through_a_non_primary_proxy(source, tmp_path, monkeypatch):
+def test_commands_through_a_non_primary_proxy(source, cli_at):
     """Jobs, schedules and freshness live on the primary: another proxy forwards to it."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("AISYNC_CLUSTER_DIR", str(tmp_path / "no-cluster-dir"))
     with LocalCluster(targets=2, proxies=2) as c:
-        runner = CliRunner()
-
-        def invoke(*args: str) -> Result:
-            return runner.invoke(cli, ["--endpoint", c.proxies[1].url, *args])
+        invoke = cli_at(c.proxies[1].url)
 
         uri = "fs://via-other-proxy"
         ok(invoke("bucket", "create", uri, "--path", str(source)))
