@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -161,9 +160,21 @@ class LocalReads:
         sock = None
         try:
             async with asyncio.timeout(TIMEOUT):
-                sock = await self._checkout(path)
-                await send_message(sock, request)
-                answer = await self._receive(sock)
+                sock, pooled = await self._checkout(path)
+                try:
+                    await send_message(sock, request)
+                    answer = await self._receive(sock)
+                except OSError:
+                    if not pooled:
+                        raise
+                    # a socket from before the target restarted: so are the other idle ones;
+                    # drop them and try once on a fresh connection
+                    sock.close()
+                    sock = None
+                    self._drop_idle(path)
+                    sock, _ = await self._checkout(path)
+                    await send_message(sock, request)
+                    answer = await self._receive(sock)
         except (OSError, TimeoutError, ValueError, KeyError, TypeError) as exc:
             if sock is not None:
                 sock.close()
@@ -183,17 +194,22 @@ class LocalReads:
             self.stats.bytes += answer.count
         return answer
 
-    async def _checkout(self, path: str) -> socket.socket:
+    async def _checkout(self, path: str) -> tuple[socket.socket, bool]:
+        """A connected socket, and whether it was pooled (and so may be stale)."""
         idle = self._idle.get(path)
         if idle:
-            return idle.pop()
+            return idle.pop(), True
         sock = seqpacket_socket()
         try:
             await asyncio.get_running_loop().sock_connect(sock, path)
         except BaseException:
             sock.close()
             raise
-        return sock
+        return sock, False
+
+    def _drop_idle(self, path: str) -> None:
+        for sock in self._idle.pop(path, []):
+            sock.close()
 
     def _checkin(self, path: str, sock: socket.socket) -> None:
         idle = self._idle.setdefault(path, [])
@@ -236,8 +252,5 @@ class LocalReads:
                 os.close(fd)
 
     def close(self) -> None:
-        for idle in self._idle.values():
-            for sock in idle:
-                with contextlib.suppress(OSError):
-                    sock.close()
-        self._idle.clear()
+        for path in list(self._idle):
+            self._drop_idle(path)

@@ -185,3 +185,26 @@ def test_a_failing_socket_turns_the_path_off_for_a_while(tmp_path):
     assert first is None and second is None
     assert stats.errors == 1 and stats.served == 0
     assert RETRY_AFTER > 0
+
+
+def test_a_restarted_target_is_reached_again_at_once():
+    """Pooled sockets die with the target; the next read reconnects instead of turning the path
+    off (no error, still short-circuited)."""
+    with LocalCluster(targets=1, proxies=1) as cluster:
+        with Client(cluster.endpoint) as client:
+            client.create_access_key(ACCESS_KEY, SECRET_KEY, "tests")
+        s3 = boto3_client(cluster.endpoint)
+        s3.create_bucket(Bucket="restarts")
+        data = os.urandom(2 * 1024 * 1024)
+        s3.put_object(Bucket="restarts", Key="big", Body=data)
+        assert s3.get_object(Bucket="restarts", Key="big")["Body"].read() == data
+        before = proxy_stats(cluster.endpoint)
+        assert before["served"] >= 1 and before["errors"] == 0
+        target = cluster.targets[0]
+        cluster.kill(target)
+        cluster.start_node(target)
+        cluster.wait_ready()
+        assert s3.get_object(Bucket="restarts", Key="big")["Body"].read() == data
+        after = proxy_stats(cluster.endpoint)
+        assert after["errors"] == 0
+        assert after["served"] == before["served"] + 1
