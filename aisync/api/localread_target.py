@@ -106,9 +106,8 @@ class LocalReadServer:
                     return
                 if not message:
                     return
-                fd = None
+                payload, fd = await self._answer(message)
                 try:
-                    payload, fd = await self._answer(message)
                     await send_message(conn, payload, fd)
                 except OSError as exc:
                     log.debug("local read connection ended: %s", exc)
@@ -129,6 +128,10 @@ class LocalReadServer:
         except (ValueError, KeyError, TypeError, AisyncError) as exc:
             self.stats.fallbacks += 1
             return _encode({"fallback": str(exc)[:200]}), None
+        except Exception as exc:  # e.g. a disk error: the HTTP path handles (and reports) it
+            self.stats.errors += 1
+            log.warning("local read of %r declined after an error: %s", message[:200], exc)
+            return _encode({"fallback": "error"}), None
 
     async def _open(self, ref: BucketRef, name: str, head: bool,
                     byte_range: str | None) -> tuple[bytes, int | None]:
