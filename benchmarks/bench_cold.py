@@ -45,6 +45,22 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """A moto S3 server (its own process) on a free loopback port, answering: (process, URL).
+    The caller terminates it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/moto-api/")
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=10)
+        raise
+    return proc, url
+
+
 def direct_read(s3, bucket: str, key: str) -> float:
     start = time.perf_counter()
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
@@ -73,14 +89,10 @@ def main() -> int:
     import boto3
 
     work = Path(tempfile.mkdtemp(prefix="aisync-bench-cold-"))
-    port = free_port()
-    moto_url = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto, moto_url = start_moto()
     cluster_dir = work / "cluster"
     aisync = [sys.executable, "-m", "aisync"]
     try:
-        wait_http(f"{moto_url}/moto-api/")
         creds = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
         s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", **creds)
         s3.create_bucket(Bucket="source")

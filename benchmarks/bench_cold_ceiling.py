@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cold import CHUNK, direct_read, free_port, wait_http  # noqa: E402
+from bench_cold import CHUNK, direct_read, free_port, start_moto, wait_http  # noqa: E402
 
 CREDS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
 
@@ -114,12 +114,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="aisync-bench-cold-ceiling-"))
     procs: list[subprocess.Popen] = []
     try:
-        moto_port, probe_port = free_port(), free_port()
-        moto = f"http://127.0.0.1:{moto_port}"
-        procs.append(subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                       "-p", str(moto_port)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        wait_http(f"{moto}/moto-api/")
+        probe_port = free_port()
+        moto_proc, moto = start_moto()
+        procs.append(moto_proc)
         procs.append(subprocess.Popen([sys.executable, __file__, "--serve", str(probe_port),
                                        moto, str(work)]))
         probe = f"http://127.0.0.1:{probe_port}"

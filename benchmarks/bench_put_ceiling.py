@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cold import free_port, wait_http  # noqa: E402
+from bench_cold import free_port, start_moto, wait_http  # noqa: E402
 from bench_s3 import BUCKET, client, small_ops  # noqa: E402
 
 
@@ -82,11 +82,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="aisync-bench-ceiling-"))
     procs: list[subprocess.Popen] = []
     try:
-        port = free_port()
-        procs.append(subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                       "-p", str(port)], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        servers = {"moto": f"http://127.0.0.1:{port}"}
+        moto_proc, moto_url = start_moto()
+        procs.append(moto_proc)
+        servers = {"moto": moto_url}
         for name, durable in (("minimal, durable", "1"), ("minimal, no fsync", "0")):
             port = free_port()
             root = work / name.replace(" ", "").replace(",", "-")
@@ -95,7 +93,8 @@ def main() -> int:
                                            str(root), durable]))
             servers[name] = f"http://127.0.0.1:{port}"
         for name, endpoint in servers.items():
-            wait_http(f"{endpoint}/moto-api/" if name == "moto" else f"{endpoint}/up")
+            if name != "moto":
+                wait_http(f"{endpoint}/up")
         client(servers["moto"]).create_bucket(Bucket=BUCKET)
         samples: dict[str, list[float]] = {name: [] for name in servers}
         for turn in range(args.repeat):

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cold import free_port, wait_http  # noqa: E402
+from bench_cold import start_moto  # noqa: E402
 from bench_get import start_nginx  # noqa: E402
 
 MiB = 1 << 20
@@ -143,14 +143,10 @@ def main() -> int:
     www.chmod(0o777)
     aisync = [sys.executable, "-m", "aisync"]
     cluster_dir = work / "cluster"
-    moto_port = free_port()
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(moto_port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    moto, moto_url = start_moto()
     nginx = None
     try:
-        servers: dict[str, str] = {"moto": f"http://127.0.0.1:{moto_port}"}
-        wait_http(f"{servers['moto']}/moto-api/")
+        servers: dict[str, str] = {"moto": moto_url}
         subprocess.run(aisync + ["cluster", "up", "--targets", "1", "--port", "0", "--detach",
                                  "--dir", str(cluster_dir)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -24,7 +24,6 @@ import http.client
 import os
 import queue
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cold import free_port, wait_http  # noqa: E402
+from bench_cold import start_moto  # noqa: E402
 from bench_sync import RCLONE_CONFIGS, fill, key_of, rclone_sync  # noqa: E402
 
 BUCKET = "source"
@@ -81,12 +80,9 @@ def main() -> int:
     import boto3
 
     work = Path(tempfile.mkdtemp(prefix="aisync-bench-source-"))
-    port = free_port()
-    moto_url = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto, moto_url = start_moto()
+    port = int(moto_url.rpartition(":")[2])
     try:
-        wait_http(f"{moto_url}/moto-api/")
         s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
                           aws_access_key_id="bench", aws_secret_access_key="bench")
         s3.create_bucket(Bucket=BUCKET)

@@ -46,7 +46,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_cold import free_port, wait_http  # the sibling benchmark's helpers
+from bench_cold import start_moto  # the sibling benchmark's helpers
 
 RCLONE_CONFIGS = {  # label -> extra arguments; the ratio that counts is vs the faster of these
     "rclone (defaults: 4 transfers, 8 checkers)": [],
@@ -171,10 +171,7 @@ def main() -> int:
     from botocore.config import Config
 
     work = Path(tempfile.mkdtemp(prefix="aisync-bench-sync-"))
-    port = free_port()
-    moto_url = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto, moto_url = start_moto()
     cluster_dir = work / "cluster"
     aisync = [sys.executable, "-m", "aisync"]
     cluster_started = False
@@ -185,7 +182,6 @@ def main() -> int:
     rows: list[dict] = []
     setup: dict[str, float] = {}
     try:
-        wait_http(f"{moto_url}/moto-api/")
         s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
                           aws_access_key_id="bench", aws_secret_access_key="bench",
                           config=Config(max_pool_connections=args.fill_threads * 2))
