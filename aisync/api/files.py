@@ -1,10 +1,12 @@
-"""Object responses shared by targets and their read workers: zero-copy files, small bodies."""
+"""Object responses shared by targets, their read workers and the S3 front end: zero-copy
+files, small bodies."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import select
+from typing import Protocol
 
 from aiohttp import web
 
@@ -13,17 +15,25 @@ from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import OpenObject
 
 
+class OpenFile(Protocol):
+    """An open object file (a target's :class:`OpenObject`, or one a target handed a proxy)."""
+
+    fd: int | None
+
+    def close(self) -> None: ...
+
+
 class FdResponse(web.StreamResponse):
     """Send ``count`` bytes of an open object from ``offset`` with zero-copy ``sendfile``.
 
-    It owns the :class:`OpenObject` and closes it once sent. The bytes are the inode whose
+    It owns the open file and closes it once sent. The bytes are the inode whose
     metadata produced the headers, even if the object is overwritten meanwhile (a rename swaps
     the directory entry, not this inode). Handlers return it *unprepared*: aiohttp's
     ``finish_response`` prepares it and treats a client that went away (``ConnectionError``) as
     the normal event it is.
     """
 
-    def __init__(self, obj: OpenObject, offset: int, count: int, **kwargs) -> None:
+    def __init__(self, obj: OpenFile, offset: int, count: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self._obj, self._offset, self._count = obj, offset, count
         self.content_length = count
@@ -34,6 +44,7 @@ class FdResponse(web.StreamResponse):
         try:
             writer = await super().prepare(request)
             if request.method != "HEAD" and self._count:
+                assert self._obj.fd is not None
                 with open(self._obj.fd, "rb", closefd=False) as fobj:
                     await send_file_range(request, writer, fobj, self._offset, self._count)
             await super().write_eof()
@@ -59,10 +70,7 @@ async def send_file_range(request: web.BaseRequest, writer, fobj, offset: int,
     sock = transport.get_extra_info("socket")
     if hasattr(os, "sendfile") and sock is not None:
         writer.send_headers()  # aiohttp may still hold them back for the first body write
-        while transport.get_write_buffer_size():  # bytes queued before ours go first
-            if transport.is_closing():
-                raise ConnectionResetError("connection lost")
-            await asyncio.sleep(0.0005)
+        await flushed(transport)
         await loop.run_in_executor(None, sendfile_blocking, sock.fileno(), fobj.fileno(),
                                    offset, count)
         return
@@ -74,6 +82,15 @@ async def send_file_range(request: web.BaseRequest, writer, fobj, offset: int,
         await writer.write(chunk)
         offset += len(chunk)
         count -= len(chunk)
+
+
+async def flushed(transport) -> None:
+    """Until the bytes queued in ``transport`` are out: writes that bypass it (``sendfile``,
+    ``splice``) must come after them."""
+    while transport.get_write_buffer_size():
+        if transport.is_closing():
+            raise ConnectionResetError("connection lost")
+        await asyncio.sleep(0.0005)
 
 
 def sendfile_blocking(sock_fd: int, file_fd: int, offset: int, count: int,

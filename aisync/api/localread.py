@@ -226,13 +226,12 @@ class LocalReads:
                 break
             except BlockingIOError:
                 await wait_ready(sock)
-        answer = None
         try:
             if not message:
                 raise ConnectionResetError("the target closed the socket")
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 raise ValueError("answer truncated")
-            head, sep, body = message.partition(b"\n")
+            head, _, body = message.partition(b"\n")
             doc = json.loads(head)
             if "fallback" in doc:
                 return None

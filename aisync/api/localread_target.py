@@ -23,7 +23,6 @@ from aisync.api.localread import (
     LocalReadStats,
     send_message,
     seqpacket_socket,
-    wait_ready,
 )
 from aisync.storage.metadata import ObjectMetadata
 from aisync.sync.onaccess import OnAccess
@@ -95,13 +94,11 @@ class LocalReadServer:
             task.add_done_callback(self._connections.discard)
 
     async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         with conn:
             while True:
                 try:
-                    message = conn.recv(8192)
-                except BlockingIOError:
-                    await wait_ready(conn)
-                    continue
+                    message = await loop.sock_recv(conn, 8192)
                 except OSError:
                     return
                 if not message:

@@ -21,7 +21,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from aisync.api.common import STORED_HEADERS
-from aisync.api.files import send_file_range
+from aisync.api.files import FdResponse
 from aisync.api.localread import LocalAnswer
 from aisync.api.s3 import splice
 from aisync.api.s3.body import VerifiedBody, content_md5_hex
@@ -135,7 +135,7 @@ class ObjectOps:
                                                head=head,
                                                byte_range=request.headers.get("Range"))
         if local is not None:
-            return self._local_answer(s3, local)
+            return self._local_answer(s3, local, head)
         headers = {}
         if "Range" in request.headers:
             headers["Range"] = request.headers["Range"]
@@ -161,17 +161,19 @@ class ObjectOps:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise NodeUnavailable(f"the owning target failed mid-answer: {exc}") from exc
 
-    def _local_answer(self, s3: S3Request, local: LocalAnswer) -> web.StreamResponse:
-        """The answer from an object the owning target opened for us (short-circuit)."""
+    def _local_answer(self, s3: S3Request, local: LocalAnswer,
+                      head: bool) -> web.StreamResponse:
+        """The answer from an object the owning target opened for us (short-circuit); the
+        descriptor, when one came, goes to an ``FdResponse``, which closes it once sent."""
         try:
             answer = self._answer_headers(s3, CIMultiDict(local.headers))
-            head = s3.request.method == "HEAD"
             if head or local.body is not None:
                 return _whole(local.status, answer, local.body or b"", head)
         except BaseException:
             local.close()
             raise
-        return LocalFileResponse(local, status=local.status, headers=answer)
+        return FdResponse(local, local.offset, local.count, status=local.status,
+                          headers=answer)
 
     def _answer_headers(self, s3: S3Request, found) -> dict[str, str]:
         """What the client sees of an object's headers (``found``: the target's, any case):
@@ -357,31 +359,6 @@ def _whole(status: int, headers: dict[str, str], body: bytes, head: bool) -> web
     if head:
         response.headers["Content-Length"] = headers.get("Content-Length", "0")
     return response
-
-
-class LocalFileResponse(web.StreamResponse):
-    """Bytes of a file the owning target opened for us, sent with zero-copy ``sendfile``. It
-    owns the descriptor and closes it once sent; handlers return it unprepared (aiohttp's
-    ``finish_response`` prepares it and treats a vanished client as the normal event it is)."""
-
-    def __init__(self, local: LocalAnswer, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._local = local
-        self.content_length = local.count
-
-    async def prepare(self, request: web.BaseRequest):
-        if self.prepared:
-            return await super().prepare(request)
-        try:
-            writer = await super().prepare(request)
-            if self._local.count and self._local.fd is not None:
-                with open(self._local.fd, "rb", closefd=False) as fobj:
-                    await send_file_range(request, writer, fobj, self._local.offset,
-                                          self._local.count)
-            await super().write_eof()
-            return writer
-        finally:
-            self._local.close()
 
 
 def copy_source(value: str) -> tuple[str, str]:

@@ -17,6 +17,8 @@ import fcntl
 import os
 import select
 
+from aisync.api.files import flushed
+
 AVAILABLE = hasattr(os, "splice")
 PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = 1031
@@ -90,8 +92,6 @@ async def relay_rest(upstream_transport, client_transport, count: int) -> bool:
     src, dst = _fileno(upstream_transport), _fileno(client_transport)
     if not AVAILABLE or src is None or dst is None:
         return False
-    loop = asyncio.get_running_loop()
-    while client_transport.get_write_buffer_size():  # bytes queued before ours go first
-        await asyncio.sleep(0.0005)
-    await loop.run_in_executor(None, splice_fds, src, dst, count)
+    await flushed(client_transport)  # bytes queued before ours go first
+    await asyncio.get_running_loop().run_in_executor(None, splice_fds, src, dst, count)
     return True
