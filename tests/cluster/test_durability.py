@@ -15,12 +15,12 @@ import xxhash
 
 from aisync.client import Client
 from aisync.util.errors import ObjectNotFound
-from tests.harness import LocalCluster, http_json, wait_for
+from tests.harness import FAST_FAILURE_DETECTION, LocalCluster, http_json, wait_for
 
 
 @pytest.fixture
 def fresh():
-    with LocalCluster(targets=3, proxies=1) as c:
+    with LocalCluster(targets=3, proxies=1, extra=FAST_FAILURE_DETECTION) as c:
         yield c
 
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from aisync.client import Client
-from tests.harness import LocalCluster, http_json, wait_for, wait_job
+from tests.harness import FAST_FAILURE_DETECTION, LocalCluster, http_json, wait_for, wait_job
 from tests.harness import api as call
 
 OBJECTS = 24
@@ -22,7 +22,7 @@ SIZE = 64 * 1024
 
 @pytest.fixture
 def cluster():
-    with LocalCluster(targets=3) as c:
+    with LocalCluster(targets=3, extra=FAST_FAILURE_DETECTION) as c:
         yield c
 
 

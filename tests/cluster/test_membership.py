@@ -10,12 +10,12 @@ import uuid
 import pytest
 
 from aisync.client import Client
-from tests.harness import LocalCluster, http_json, wait_for
+from tests.harness import FAST_FAILURE_DETECTION, LocalCluster, http_json, wait_for
 
 
 @pytest.fixture
 def fresh():
-    with LocalCluster(targets=3, proxies=2) as c:
+    with LocalCluster(targets=3, proxies=2, extra=FAST_FAILURE_DETECTION) as c:
         yield c
 
 

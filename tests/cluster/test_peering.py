@@ -14,22 +14,16 @@ from aisync.util.errors import NotFound
 from tests.harness import LocalCluster, peer_stats, run_job, wait_for
 from tests.harness import api as call
 
-#: Zones A and B never wait for a node to be declared dead here (one test restarts a target at
-#: once), so they keep the default failure-detection budget instead of the harness's 1.5 s: a VM
-#: stall longer than that would drop a target from a zone's map mid-test, and a sync reading
-#: that zone would see its listed objects vanish.
-STEADY = {"keepalive": {"interval": "1s", "dead_after": "10s", "request_timeout": "3s"}}
-
 
 @pytest.fixture(scope="module")
 def zone_a():
-    with LocalCluster(targets=2, extra={"cluster": {"name": "zone-a"}, **STEADY}) as c:
+    with LocalCluster(targets=2, extra={"cluster": {"name": "zone-a"}}) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
 def zone_b():
-    with LocalCluster(targets=2, extra={"cluster": {"name": "zone-b"}, **STEADY}) as c:
+    with LocalCluster(targets=2, extra={"cluster": {"name": "zone-b"}}) as c:
         yield c
 
 
