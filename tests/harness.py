@@ -26,6 +26,8 @@ from pathlib import Path
 
 import yaml
 
+from aisync.client.types import JOB_FINAL_STATES
+
 REPO = Path(__file__).resolve().parent.parent
 #: Failure detection of test clusters: a budget no VM stall reaches, so a healthy but briefly
 #: starved node is never dropped from the map mid-test (and its objects never seem to vanish).
@@ -91,10 +93,14 @@ class Node:
 
 class LocalCluster:
     def __init__(self, targets: int = 3, proxies: int = 1, mountpaths: int = 1,
-                 extra: dict | None = None, base: Path | None = None) -> None:
+                 extra: dict | None = None, base: Path | None = None,
+                 command_prefix: list[str] | None = None) -> None:
+        """``command_prefix`` wraps every node's command (e.g. ``setpriv`` options that drop
+        the capabilities a root process uses to bypass file permissions)."""
         self.base = Path(base or tempfile.mkdtemp(prefix="aisync-test-"))
         self.nodes: list[Node] = []
         self.extra = extra or {}
+        self.command_prefix = list(command_prefix or [])
         primary_port = free_port()
         for i in range(proxies):
             self._add(f"proxy-{i}", "proxy", primary_port if i == 0 else free_port(), 0)
@@ -148,7 +154,8 @@ class LocalCluster:
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         with open(node.log, "ab") as log:
             node.process = subprocess.Popen(
-                [sys.executable, "-m", "aisync", "node", "--config", str(node.config)],
+                [*self.command_prefix, sys.executable, "-m", "aisync", "node", "--config",
+                 str(node.config)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.base,
                 start_new_session=True)
 
@@ -250,7 +257,7 @@ class LocalCluster:
 
 # -- the job API, shared by the sync-engine tests --
 
-FINAL_JOB_STATES = ("succeeded", "failed", "aborted")
+FINAL_JOB_STATES = tuple(sorted(JOB_FINAL_STATES))
 
 
 def api(cluster: LocalCluster, method: str, path: str, body: dict | None = None,
