@@ -12,12 +12,13 @@ Owns: the shape of a node's configuration. May import: ``aisync.util`` only.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
 from aisync.util.errors import ConfigError
 from aisync.util.units import parse_duration
@@ -148,6 +149,42 @@ class S3Section(_Section):
         "only reads, and only buckets whose `anonymous_read` property is set.")
 
 
+class AuthSection(_Section):
+    """Who may call a node. On by default: every ``/v1`` route but ``/v1/health*`` needs the
+    admin token (clients) or a request signed with the cluster secret (other nodes)."""
+
+    enabled: bool = Field(
+        True, description="Check credentials on every route. `false` is a lab switch only: "
+        "anyone who reaches a node may then read and change everything (a warning is logged "
+        "at every start).")
+    admin_token: SecretStr | None = Field(
+        None, description="The bearer token clients send (`Authorization: Bearer TOKEN`). "
+        "`aisync cluster up` generates one and stores it in <cluster dir>/admin-token. "
+        "Required while auth is enabled.")
+    cluster_secret: SecretStr | None = Field(
+        None, description="Shared by the nodes of one cluster: signs intra-cluster requests "
+        "(HMAC-SHA256 over method, path, body digest, time and a nonce) and the redirects "
+        "proxies hand to clients. At least 32 characters; the same on every node. Required "
+        "while auth is enabled.")
+    max_clock_skew: Duration = Field(
+        30.0, description="How far a signed intra-cluster request's time may be from this "
+        "node's clock; its nonce is remembered this long, so a replay is refused.")
+    redirect_ttl: Duration = Field(
+        60.0, description="How long a redirect a proxy signed for a client stays valid at the "
+        "target (the client follows it at once; this bounds a leaked Location URL).")
+
+
+class RemoteProfile(_Section):
+    """A peer cluster this node may talk to: remotes are attached only from these profiles, so
+    no request can point a node at a URL an operator did not configure."""
+
+    urls: list[str] = Field(
+        default_factory=list, description="Proxy URLs of the peer cluster (http[s]://host:port).")
+    token: SecretStr | None = Field(
+        None, description="The peer cluster's token, sent as a bearer token on every request "
+        "to it (peer reads, change feeds, listings).")
+
+
 class LoggingSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = Field(
@@ -189,12 +226,18 @@ class NodeConfig(_Section):
         "access_key: ..., secret_key: ...}}. Buckets refer to a profile by name; credentials "
         "stay in node configuration and never enter the replicated bucket map.",
     )
+    remotes: dict[str, RemoteProfile] = Field(
+        default_factory=dict,
+        description="Peer clusters by alias: `aisync remote attach ALIAS` attaches one of "
+        "these (and only these), with its URLs and token.",
+    )
     cluster: ClusterSection = Field(default_factory=ClusterSection)
     keepalive: KeepaliveSection = Field(default_factory=KeepaliveSection)
     storage: StorageSection = Field(default_factory=StorageSection)
     http: HttpSection = Field(default_factory=HttpSection)
     sync: SyncSection = Field(default_factory=SyncSection)
     s3: S3Section = Field(default_factory=S3Section)
+    auth: AuthSection = Field(default_factory=AuthSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
     @property
@@ -208,6 +251,20 @@ class NodeConfig(_Section):
         if self.storage.mountpaths:
             return [Path(p) for p in self.storage.mountpaths]
         return [Path(self.data_dir) / "mp0"]
+
+
+def dump_with_secrets(config: BaseModel) -> str:
+    """JSON of ``config`` with secrets in clear: for a node's own child processes only (a file
+    of mode 0600 in its data directory), never for display or logs."""
+
+    def reveal(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, Path):
+            return str(value)
+        raise TypeError(f"cannot serialize {type(value).__name__}")
+
+    return json.dumps(config.model_dump(mode="python"), default=reveal)
 
 
 def env_overrides(environ: dict[str, str] | None = None, prefix: str = ENV_PREFIX) -> dict:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from tests.harness import LocalCluster
+from tests.harness import TEST_TOKEN, LocalCluster
+
+# The SDK (and the CLI run in-process) find the test clusters' admin token here.
+os.environ["AISYNC_TOKEN"] = TEST_TOKEN
 
 
 @pytest.fixture(scope="module", params=[0, 1], ids=["one-process", "read-workers"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +30,12 @@ import yaml
 from aisync.client.types import JOB_FINAL_STATES
 
 REPO = Path(__file__).resolve().parent.parent
+#: The admin token of every test cluster (unless a test gives its own): the SDK finds it in
+#: ``AISYNC_TOKEN``, which ``tests/conftest.py`` sets, and :func:`http_json` sends it.
+TEST_TOKEN = secrets.token_urlsafe(24)
+#: Test clusters may create ``fs://`` buckets on directories under this root (pytest's tmp_path
+#: lives there): the nodes' fs profile ``tmp`` names it.
+FS_ROOT = tempfile.gettempdir()
 #: Failure detection of test clusters: a budget no VM stall reaches, so a healthy but briefly
 #: starved node is never dropped from the map mid-test (and its objects never seem to vanish).
 STEADY_KEEPALIVE = {"interval": "1s", "dead_after": "10s", "request_timeout": "3s"}
@@ -44,8 +51,12 @@ def free_port() -> int:
 
 
 def http_json(url: str, method: str = "GET", body: bytes | None = None,
-              timeout: float = 5.0) -> tuple[int, dict]:
-    req = urllib.request.Request(url, method=method, data=body)
+              timeout: float = 5.0, token: str | None = TEST_TOKEN,
+              headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """One request with the test token (``token=None``: none) and the answer as JSON."""
+    req = urllib.request.Request(url, method=method, data=body, headers=headers or {})
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()
@@ -56,6 +67,23 @@ def http_json(url: str, method: str = "GET", body: bytes | None = None,
             return exc.code, json.loads(raw) if raw else {}
         except ValueError:
             return exc.code, {"raw": raw.decode(errors="replace")}
+
+
+def member_headers(secret: str, method: str, target: str, body: bytes = b"",
+                   member: str = "test-member") -> dict[str, str]:
+    """Headers that sign a request as a member of the cluster whose secret is ``secret``
+    (``target``: the path and query exactly as sent)."""
+    from aisync.auth.members import MemberSigner, body_digest
+
+    signer = MemberSigner(member, secret.encode(), lambda origin: True)
+    return signer.headers(method, target, body_digest(body))
+
+
+def member_json(cluster: LocalCluster, url: str, method: str = "GET", path: str = "",
+                body: bytes = b"", timeout: float = 10.0) -> tuple[int, dict]:
+    """``http_json`` as a cluster member (signed with the cluster's secret, no token)."""
+    return http_json(f"{url}{path}", method, body or None, timeout=timeout, token=None,
+                     headers=member_headers(cluster.cluster_secret, method, path, body))
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -94,12 +122,16 @@ class Node:
 class LocalCluster:
     def __init__(self, targets: int = 3, proxies: int = 1, mountpaths: int = 1,
                  extra: dict | None = None, base: Path | None = None,
-                 command_prefix: list[str] | None = None) -> None:
+                 command_prefix: list[str] | None = None, token: str = TEST_TOKEN) -> None:
         """``command_prefix`` wraps every node's command (e.g. ``setpriv`` options that drop
-        the capabilities a root process uses to bypass file permissions)."""
+        the capabilities a root process uses to bypass file permissions); ``token`` is the
+        cluster's admin token."""
         self.base = Path(base or tempfile.mkdtemp(prefix="aisync-test-"))
         self.nodes: list[Node] = []
         self.extra = extra or {}
+        self.token = token
+        #: Signs this cluster's intra-cluster requests (tests forge with it, or without it).
+        self.cluster_secret = secrets.token_urlsafe(32)
         self.command_prefix = list(command_prefix or [])
         primary_port = free_port()
         for i in range(proxies):
@@ -134,6 +166,8 @@ class LocalCluster:
             "data_dir": str(ndir), "logging": {"format": "json", "level": "INFO"},
             "keepalive": dict(STEADY_KEEPALIVE),
             "cluster": {"name": "test-zone"},
+            "auth": {"admin_token": self.token, "cluster_secret": self.cluster_secret},
+            "backends": {"tmp": {"provider": "fs", "root": FS_ROOT}},
         }
         if self.nodes:
             cfg["cluster"]["primary_url"] = self.nodes[0].url
@@ -176,10 +210,11 @@ class LocalCluster:
         if node.process is not None and node.process.poll() is not None:
             raise RuntimeError(f"{node.id} exited with {node.process.returncode}:\n"
                                + node.log.read_text()[-3000:])
-        return http_json(f"{node.url}/v1/health", timeout=1)[0] == 200
+        return http_json(f"{node.url}/v1/health", timeout=1, token=None)[0] == 200
 
     def cluster_map(self, via: Node | None = None) -> dict:
-        status, body = http_json(f"{(via or self.primary).url}/v1/cluster/map")
+        status, body = http_json(f"{(via or self.primary).url}/v1/cluster/map",
+                                 token=self.token)
         if status != 200:
             raise ValueError(f"cluster map: HTTP {status}")
         return body
@@ -196,7 +231,8 @@ class LocalCluster:
         wait_for(lambda: want <= self.active_targets(), timeout, "all targets active")
         for node in self.nodes:
             if node.process is not None and node.process.poll() is None:
-                wait_for(lambda n=node: http_json(f"{n.url}/v1/health/ready")[0] == 200,
+                wait_for(lambda n=node: http_json(f"{n.url}/v1/health/ready",
+                                                  token=None)[0] == 200,
                          timeout, f"{node.id} ready")
 
     def kill(self, node: Node, sig: int = signal.SIGKILL) -> None:

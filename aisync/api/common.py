@@ -214,7 +214,7 @@ def owner_location(request: web.BaseRequest, cmap, ref: BucketRef, name: str,
     if cmap is None:
         return None
     owner = cmap.owner(ref, name)
-    return None if owner.id == self_id else f"{owner.url}{request.path_qs}"
+    return None if owner.id == self_id else f"{owner.url}{request.raw_path}"
 
 
 def misdirected_put(request: web.BaseRequest, cmap, bmap, self_id: str) -> web.Response | None:

@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from aisync.api.common import MATCH, json_object, page_limit
+from aisync.auth import Access
 from aisync.backends.base import ListEntry, VersionToken
 from aisync.cluster.maps import BucketProps
 from aisync.sync.diff import sharded_entries
@@ -109,16 +110,17 @@ class ProxyJobs:
         self.runner: JobRunner | None = None
         self.scheduler: JobScheduler | None = None
         r = node.router
-        r.add("POST", "/v1/jobs", self.handle_start)
-        r.add("GET", "/v1/jobs", self.handle_list)
-        r.add("GET", "/v1/jobs/{job}", self.handle_get)
-        r.add("POST", "/v1/jobs/{job}/abort", self.handle_abort)
-        r.add("GET", "/v1/jobs/{job}/report", self.handle_report)
-        r.add("POST", "/v1/schedules", self.handle_add_schedule)
-        r.add("GET", "/v1/schedules", self.handle_list_schedules)
-        r.add("GET", "/v1/schedules/{name}", self.handle_get_schedule)
-        r.add("DELETE", "/v1/schedules/{name}", self.handle_remove_schedule)
-        r.add("GET", "/v1/metrics", self.handle_metrics)
+        client = Access.CLIENT
+        r.add("POST", "/v1/jobs", self.handle_start, access=client, body="json")
+        r.add("GET", "/v1/jobs", self.handle_list, access=client)
+        r.add("GET", "/v1/jobs/{job}", self.handle_get, access=client)
+        r.add("POST", "/v1/jobs/{job}/abort", self.handle_abort, access=client)
+        r.add("GET", "/v1/jobs/{job}/report", self.handle_report, access=client)
+        r.add("POST", "/v1/schedules", self.handle_add_schedule, access=client, body="json")
+        r.add("GET", "/v1/schedules", self.handle_list_schedules, access=client)
+        r.add("GET", "/v1/schedules/{name}", self.handle_get_schedule, access=client)
+        r.add("DELETE", "/v1/schedules/{name}", self.handle_remove_schedule, access=client)
+        r.add("GET", "/v1/metrics", self.handle_metrics, access=client)
 
     # -- lifecycle (primary) --
     async def start(self) -> None:

@@ -31,9 +31,9 @@ class TargetJobs:
         self.executor = JobExecutor(node.store)
         self._cluster: AisBackend | None = None
         self._cluster_urls: tuple[str, ...] = ()
-        node.router.add("POST", "/v1/jobs/{job}/batch", self.handle_batch)
+        node.router.add("POST", "/v1/jobs/{job}/batch", self.handle_batch, body="json")
         node.router.add("POST", "/v1/jobs/{job}/abort", self.handle_abort)
-        node.router.add("POST", "/v1/jobs/{job}/settle", self.handle_settle)
+        node.router.add("POST", "/v1/jobs/{job}/settle", self.handle_settle, body="json")
 
     async def close(self) -> None:
         if self._cluster is not None:

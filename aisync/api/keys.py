@@ -40,6 +40,7 @@ import aiohttp
 from aiohttp import web
 
 from aisync.api.common import MATCH, json_object
+from aisync.auth import Access
 from aisync.catalog import ACCESS_KEY_RE, check_access_key, check_description, check_secret_key
 from aisync.util.errors import (
     AccessKeyNotFound,
@@ -93,10 +94,12 @@ class ProxyKeys:
         self._known: dict[str, str] = {}
         self._inflight: dict[str, asyncio.Future[str | None]] = {}
         r = node.router
-        r.add("POST", "/v1/auth/keys", self.handle_create)
-        r.add("GET", "/v1/auth/keys", self.handle_list)
+        r.add("POST", "/v1/auth/keys", self.handle_create, access=Access.CLIENT, body="json")
+        r.add("GET", "/v1/auth/keys", self.handle_list, access=Access.CLIENT)
         # greedy: a malformed id with a '/' in it is "no such key", not "no such API path"
-        r.add("DELETE", "/v1/auth/keys/{access_key:.+}", self.handle_delete)
+        r.add("DELETE", "/v1/auth/keys/{access_key:.+}", self.handle_delete,
+              access=Access.CLIENT)
+        # how other proxies learn a secret to check SigV4: members only, never a client
         r.add("GET", "/v1/auth/keys/{access_key}/secret", self.handle_secret)
 
     # -- routes --

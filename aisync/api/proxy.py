@@ -31,6 +31,7 @@ from aisync.api.remotes import ProxyRemotes
 from aisync.api.router import Router
 from aisync.api.runtime import NodeRuntime
 from aisync.api.s3.frontend import S3Frontend
+from aisync.auth import Access
 from aisync.cluster.maps import BucketProps, NodeInfo
 from aisync.cluster.primary import Primary
 from aisync.util.errors import (
@@ -55,20 +56,23 @@ class ProxyNode(NodeRuntime):
         self.primary: Primary | None = None
         self.mode = config.http.proxy_mode
         r = self.router
+        client = Access.CLIENT
         for method in ("GET", "HEAD", "DELETE"):
-            r.add(method, "/v1/objects/{bucket}/{name:.+}", self.handle_object)
+            r.add(method, "/v1/objects/{bucket}/{name:.+}", self.handle_object, access=client)
         r.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_object,
-              expect=self.expect_put)
-        r.add("GET", "/v1/buckets", self.handle_list_buckets)
-        r.add("PUT", "/v1/buckets/{bucket}", self.handle_create_bucket)
-        r.add("HEAD", "/v1/buckets/{bucket}", self.handle_head_bucket)
-        r.add("DELETE", "/v1/buckets/{bucket}", self.handle_destroy_bucket)
-        r.add("GET", "/v1/buckets/{bucket}", self.handle_list_objects)
-        r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info)
-        r.add("GET", "/v1/buckets/{bucket}/changes", self.handle_changes)
-        r.add("GET", "/v1/cluster/status", self.handle_cluster_status)
-        r.add("POST", "/v1/cluster/join", self.handle_join)
-        r.add("PATCH", "/v1/buckets/{bucket}", self.handle_bucket_props)
+              expect=self.expect_put, access=client, body="stream")
+        r.add("GET", "/v1/buckets", self.handle_list_buckets, access=client)
+        r.add("PUT", "/v1/buckets/{bucket}", self.handle_create_bucket, access=client,
+              body="json")
+        r.add("HEAD", "/v1/buckets/{bucket}", self.handle_head_bucket, access=client)
+        r.add("DELETE", "/v1/buckets/{bucket}", self.handle_destroy_bucket, access=client)
+        r.add("GET", "/v1/buckets/{bucket}", self.handle_list_objects, access=client)
+        r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info, access=client)
+        r.add("GET", "/v1/buckets/{bucket}/changes", self.handle_changes, access=client)
+        r.add("GET", "/v1/cluster/status", self.handle_cluster_status, access=client)
+        r.add("POST", "/v1/cluster/join", self.handle_join, access=Access.MEMBER, body="json")
+        r.add("PATCH", "/v1/buckets/{bucket}", self.handle_bucket_props, access=client,
+              body="json")
         self.jobs = ProxyJobs(self)
         self.remotes = ProxyRemotes(self)
         self.s3 = S3Frontend(self)
@@ -151,15 +155,20 @@ class ProxyNode(NodeRuntime):
         await self._remote_bucket(request)
         owner = self._owner(request)
         if self._mode(request) == "redirect":
-            return web.Response(status=307, headers={"Location": f"{owner.url}{request.path_qs}"})
+            return web.Response(status=307, headers={"Location": self._location(request, owner)})
         return None
 
     async def handle_object(self, request: web.BaseRequest) -> web.StreamResponse:
         await self._remote_bucket(request)
         owner = self._owner(request)
         if self._mode(request) == "redirect":
-            raise web.HTTPTemporaryRedirect(location=f"{owner.url}{request.path_qs}")
+            raise web.HTTPTemporaryRedirect(location=self._location(request, owner))
         return await self._reverse(request, owner)
+
+    def _location(self, request: web.BaseRequest, owner: NodeInfo) -> str:
+        """The owner's URL for this request, signed so the target knows a proxy sent it."""
+        cmap = self.state.cmap
+        return self.gate.signed_redirect(request, owner.url, cmap.version if cmap else 0)
 
     async def _reverse(self, request: web.BaseRequest, owner: NodeInfo) -> web.StreamResponse:
         assert self.session is not None

@@ -34,6 +34,7 @@ from aisync.api.common import (
 from aisync.api.files import file_response, small_response
 from aisync.api.relay import relay
 from aisync.api.router import Router
+from aisync.auth import Access, Gate
 from aisync.cluster.maps import BucketMap, ClusterMap
 from aisync.config import NodeConfig
 from aisync.storage.reader import ObjectReader
@@ -41,6 +42,8 @@ from aisync.util.errors import ObjectNotFound
 from aisync.util.log import setup_logging
 
 log = logging.getLogger("aisync.reader")
+#: How a worker addresses its target's main process (over the private unix socket).
+MAIN = "http://target"
 
 
 def control_socket(config: NodeConfig) -> Path:
@@ -55,11 +58,15 @@ class ReadWorker:
                                    cache_bytes=config.storage.hot_cache_bytes)
         self.small = config.storage.small_object_bytes
         self.session: aiohttp.ClientSession | None = None
-        self.router = Router(fallback=self.forward)
-        self.router.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
-        self.router.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
+        # The worker signs its own requests to the main process (maps) as the target itself;
+        # what it relays keeps the client's credentials, which the main process checks again.
+        self.gate = Gate(config.auth, str(config.node_id), lambda origin: origin == MAIN)
+        self.router = Router(fallback=self.forward, gate=self.gate)
+        obj = Access.OBJECT
+        self.router.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj)
+        self.router.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj)
         self.router.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.forward,
-                        expect=self.expect_put)
+                        expect=self.expect_put, access=obj, body="stream")
         self.cmap: ClusterMap | None = None
         self.bmap: BucketMap | None = None
 
@@ -69,7 +76,8 @@ class ReadWorker:
         try:
             for path, kind in (("/v1/cluster/map", ClusterMap),
                                ("/v1/cluster/bucket-map", BucketMap)):
-                async with self.session.get(f"http://target{path}") as resp:
+                async with self.session.get(f"{MAIN}{path}",
+                                            middlewares=self.gate.client_middlewares()) as resp:
                     if resp.status == 200:
                         doc = kind.model_validate(await resp.json())
                         if kind is ClusterMap:
@@ -93,7 +101,7 @@ class ReadWorker:
 
     async def forward(self, request: web.BaseRequest) -> web.StreamResponse:
         assert self.session is not None
-        return await relay(self.session, request, f"http://target{request.path_qs}",
+        return await relay(self.session, request, f"{MAIN}{request.raw_path}",
                            "the target's main process")
 
     async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -133,6 +141,8 @@ class ReadWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         self.reader.start()
+        # Unsigned: what a worker relays must keep its sender's credentials (the maps requests
+        # above sign themselves).
         self.session = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(control_socket(self.config)), limit=256))
         runner = web.ServerRunner(web.Server(self.router, access_log=None),

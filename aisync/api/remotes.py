@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from aisync.api.common import MATCH, json_object
+from aisync.auth import Access
 from aisync.cluster.maps import BucketProps
 from aisync.util.errors import (
     BackendUnavailable,
@@ -47,9 +48,10 @@ class ProxyRemotes:
     def __init__(self, node: ProxyNode) -> None:
         self.node = node
         r = node.router
-        r.add("GET", "/v1/remotes", self.handle_list)
-        r.add("PUT", "/v1/remotes/{alias}", self.handle_attach)
-        r.add("DELETE", "/v1/remotes/{alias}", self.handle_detach)
+        r.add("GET", "/v1/remotes", self.handle_list, access=Access.CLIENT)
+        r.add("PUT", "/v1/remotes/{alias}", self.handle_attach, access=Access.CLIENT,
+              body="json")
+        r.add("DELETE", "/v1/remotes/{alias}", self.handle_detach, access=Access.CLIENT)
 
     async def _probe(self, url: str, timeout: float = 3.0) -> dict[str, Any] | None:
         """The remote's cluster map from ``url``, or None when it does not answer."""

@@ -9,6 +9,13 @@ system, so they skip ``web.Application`` (its router, middleware chain and signa
   names may end with ``/``); matched values land in ``request[MATCH]``;
 * ``Expect: 100-continue`` is answered here: a route may give an ``expect`` hook that returns a
   final response instead (the proxy's redirect-before-body), otherwise ``100 Continue`` is sent;
+* every route declares who may call it (``access``, an :class:`aisync.auth.Access`; default
+  MEMBER, so a route added without thought is closed to clients) and the router asks the node's
+  :class:`aisync.auth.Gate` before anything else happens: before ``100 Continue``, before a
+  body byte is read, before the handler;
+* a final answer given before the body of an ``Expect: 100-continue`` request was invited (a
+  refusal, the proxy's redirect) closes the connection: the client may or may not send the
+  body anyway, and whatever it sends must not be read as its next request;
 * this is the one place exceptions become responses (see ``aisync.api.common.error_response``).
 """
 
@@ -21,6 +28,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from aisync.api.common import MATCH, error_response
+from aisync.auth import Access, Gate
+from aisync.auth.gate import IDENTITY
 from aisync.util.errors import AisyncError, MethodNotAllowed, NotFound
 
 log = logging.getLogger("aisync.api")
@@ -29,10 +38,18 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 ExpectHook = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]
 
 
+#: What a route takes as its request body.
+BODY_KINDS = ("none", "json", "stream")
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler
     expect: ExpectHook | None = None
+    access: Access = Access.MEMBER
+    #: Query parameters the route understands (None: not declared).
+    query: frozenset[str] | None = None
+    body: str = "none"
 
 
 class _Pattern:
@@ -69,29 +86,50 @@ class _Pattern:
 
 
 class Router:
-    def __init__(self, fallback: Handler | None = None) -> None:
-        """``fallback`` (if given) serves every request no route matches, instead of 404/405."""
+    def __init__(self, fallback: Handler | None = None, gate: Gate | None = None,
+                 fallback_access: Access = Access.PUBLIC) -> None:
+        """``fallback`` (if given) serves every request no route matches, instead of 404/405,
+        admitted at ``fallback_access``. ``gate`` checks credentials (None: no checks, for
+        routers of tests and internal sockets only)."""
         self._patterns: list[_Pattern] = []
         self._by_text: dict[str, _Pattern] = {}
-        self._fallback = Route(fallback) if fallback is not None else None
+        self._fallback = Route(fallback, access=fallback_access) \
+            if fallback is not None else None
         self._reserved: str | None = None
+        self.gate = gate
 
     def set_fallback(self, handler: Handler, expect: ExpectHook | None = None, *,
-                     reserved: str | None = None) -> None:
-        """Serve every request no route matches with ``handler`` (the proxy's S3 front end),
-        except paths under ``reserved`` (e.g. ``/v1``: they keep their 404/405 answers)."""
-        self._fallback = Route(handler, expect)
+                     reserved: str | None = None, access: Access = Access.PUBLIC) -> None:
+        """Serve every request no route matches with ``handler`` (the proxy's S3 front end,
+        which authenticates with SigV4 itself), except paths under ``reserved`` (e.g. ``/v1``:
+        they keep their 404/405 answers)."""
+        self._fallback = Route(handler, expect, access=access)
         self._reserved = reserved
 
     def add(self, method: str, pattern: str, handler: Handler, *,
-            expect: ExpectHook | None = None) -> None:
+            expect: ExpectHook | None = None, access: Access = Access.MEMBER,
+            query: frozenset[str] | set[str] | tuple[str, ...] | None = None,
+            body: str = "none") -> None:
+        if body not in BODY_KINDS:
+            raise ValueError(f"body must be one of {BODY_KINDS}")
         compiled = self._by_text.get(pattern)
         if compiled is None:
             compiled = self._by_text[pattern] = _Pattern(pattern)
             self._patterns.append(compiled)
         if method in compiled.methods:
             raise ValueError(f"{method} {pattern} is already routed")
-        compiled.methods[method] = Route(handler, expect)
+        compiled.methods[method] = Route(handler, expect, access,
+                                         None if query is None else frozenset(query), body)
+
+    def routes(self) -> list[tuple[str, str, Route]]:
+        """Every ``(method, pattern, route)``: what the route-walking tests go through."""
+        out = []
+        for pattern in self._patterns:
+            text = "/" + "/".join(
+                seg[:-1] + ":.+}" if pattern.greedy and i == len(pattern.segments) - 1
+                else seg for i, seg in enumerate(pattern.segments))
+            out.extend((method, text, route) for method, route in pattern.methods.items())
+        return out
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         # Only the leading slash goes: an object name may end with "/" (a directory marker).
@@ -114,25 +152,36 @@ class Router:
         raise NotFound(f"no such API path: {path}")
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        # Until 100 Continue is sent, the client of an Expect request holds its body back.
+        held_back = "Expect" in request.headers and \
+            request.headers["Expect"].lower() == "100-continue"
         try:
             route, params = self.resolve(request.method, request.path)
             request[MATCH] = params
-            if route.expect is not None or "Expect" in request.headers:
-                if request.headers.get("Expect", "").lower() == "100-continue":
-                    if route.expect is not None:
-                        early = await route.expect(request)
-                        if early is not None:
-                            return early
-                    await request.writer.write(
-                        b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
+            gate = self.gate
+            if gate is not None:
+                request[IDENTITY] = await gate.admit(request, route.access,
+                                                     route.body == "stream")
+            if held_back:
+                if route.expect is not None:
+                    early = await route.expect(request)
+                    if early is not None:
+                        early.force_close()
+                        return early
+                await request.writer.write(
+                    b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
+                held_back = False
+            if gate is not None and gate.body_pending(request):
+                await gate.check_body(request)
             return await route.handler(request)
         except AisyncError as exc:
-            return error_response(request, exc.status, exc.code, exc.message,
-                                  exc.details or None)
+            answer = error_response(request, exc.status, exc.code, exc.message,
+                                    exc.details or None)
         except web.HTTPException as exc:
             if exc.status < 400:
-                return exc  # redirects raised by handlers
-            return error_response(request, exc.status, "HTTPError", exc.reason)
+                answer = exc  # redirects raised by handlers
+            else:
+                answer = error_response(request, exc.status, "HTTPError", exc.reason)
         except (ConnectionResetError, TimeoutError) as exc:
             # The client (or the peer a body was relayed from) went away mid-request: nothing
             # to answer. A response on a closed transport is dropped quietly by aiohttp.
@@ -142,5 +191,8 @@ class Router:
             return error_response(request, 400, "IncompleteBody", "the client went away")
         except Exception:
             log.exception("unhandled error in %s %s", request.method, request.path)
-            return error_response(request, 500, "InternalError",
-                                  "internal error; see the node log")
+            answer = error_response(request, 500, "InternalError",
+                                    "internal error; see the node log")
+        if held_back:
+            answer.force_close()
+        return answer

@@ -22,6 +22,7 @@ from aiohttp import web
 from aisync.api.common import bucket_ref, json_object
 from aisync.api.localread import host_identity
 from aisync.api.router import Router
+from aisync.auth import Access, Gate
 from aisync.catalog import Catalog
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
 from aisync.cluster.sources import SourcePool
@@ -67,14 +68,17 @@ class NodeRuntime:
         self._tasks: list[asyncio.Task] = []
         self._stack = contextlib.AsyncExitStack()
         self.joined = asyncio.Event()
-        self.router = r = Router()
+        self.gate = Gate(config.auth, self.node_id, self.is_member_origin)
+        self._member_origins: tuple[int, frozenset[str]] = (-1, frozenset())
+        self.router = r = Router(gate=self.gate)
         for method in ("GET", "HEAD"):
-            r.add(method, "/v1/health", self.handle_health)
-            r.add(method, "/v1/health/ready", self.handle_ready)
-        r.add("GET", "/v1/cluster/map", self.handle_cluster_map)
-        r.add("GET", "/v1/cluster/bucket-map", self.handle_bucket_map)
-        r.add("PUT", "/v1/metasync", self.handle_metasync)
-        r.add("GET", "/v1/node/status", self.handle_node_status)
+            r.add(method, "/v1/health", self.handle_health, access=Access.PUBLIC, query=())
+            r.add(method, "/v1/health/ready", self.handle_ready, access=Access.PUBLIC,
+                  query=())
+        r.add("GET", "/v1/cluster/map", self.handle_cluster_map, access=Access.CLIENT)
+        r.add("GET", "/v1/cluster/bucket-map", self.handle_bucket_map, access=Access.CLIENT)
+        r.add("PUT", "/v1/metasync", self.handle_metasync, access=Access.MEMBER, body="json")
+        r.add("GET", "/v1/node/status", self.handle_node_status, access=Access.CLIENT)
 
     async def run_blocking(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._blocking, fn, *args)
@@ -87,7 +91,8 @@ class NodeRuntime:
         await self.state.load()
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.config.http.client_timeout),
-            connector=aiohttp.TCPConnector(limit=256))
+            connector=aiohttp.TCPConnector(limit=256),
+            middlewares=self.gate.client_middlewares())
         self._stack.push_async_callback(self.session.close)
         self._stack.push_async_callback(self.sources.close)
         self._stack.push_async_callback(self._cancel_tasks)
@@ -140,6 +145,20 @@ class NodeRuntime:
                 log.info("primary %s not reachable yet (%s); retrying", primary, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def is_member_origin(self, origin: str) -> bool:
+        """Whether ``scheme://host:port`` is a node of this cluster (or the configured primary
+        being joined): the node's session signs requests to those origins, and only to those."""
+        cmap = self.state.cmap
+        version = cmap.version if cmap is not None else 0
+        cached_version, origins = self._member_origins
+        if cached_version != version:
+            urls = [n.url for n in cmap.nodes.values()] if cmap is not None else []
+            if self.config.cluster.primary_url:
+                urls.append(self.config.cluster.primary_url)
+            origins = frozenset(u.rstrip("/") for u in urls)
+            self._member_origins = (version, origins)
+        return origin in origins
 
     def is_ready(self) -> bool:  # overridden
         return self.state.cmap is not None

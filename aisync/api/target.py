@@ -38,9 +38,11 @@ from aisync.api.localread_target import LocalReadServer
 from aisync.api.reader import control_socket
 from aisync.api.runtime import NodeRuntime
 from aisync.api.uploads import TargetUploads
+from aisync.auth import Access
 from aisync.backends.base import Backend, VersionToken
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
 from aisync.cluster.workers import WorkerStatus
+from aisync.config import dump_with_secrets
 from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import ObjectStore
 from aisync.sync.onaccess import Decision, OnAccess
@@ -126,10 +128,12 @@ class TargetNode(NodeRuntime):
         self.uploads = TargetUploads(self)  # multipart uploads: /v1/uploads/...
         self.local_reads: LocalReadServer | None = None  # short-circuit reads for local proxies
         r = self.router
-        r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
-        r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get)
-        r.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_put, expect=self.expect_put)
-        r.add("DELETE", "/v1/objects/{bucket}/{name:.+}", self.handle_delete)
+        obj = Access.OBJECT  # members, and clients a proxy redirected here
+        r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj)
+        r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj)
+        r.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_put, expect=self.expect_put,
+              access=obj, body="stream")
+        r.add("DELETE", "/v1/objects/{bucket}/{name:.+}", self.handle_delete, access=obj)
         r.add("GET", "/v1/buckets/{bucket}", self.handle_list)
         r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info)
         r.add("GET", "/v1/buckets/{bucket}/changes", self.handle_changes)
@@ -159,8 +163,10 @@ class TargetNode(NodeRuntime):
         sock_path.unlink(missing_ok=True)
         await web.UnixSite(runner, str(sock_path)).start()
         config_path = Path(self.config.data_dir) / "read-worker.json"
-        config_path.write_text(self.config.model_copy(
-            update={"node_id": self.node_id}).model_dump_json())
+        text = dump_with_secrets(self.config.model_copy(update={"node_id": self.node_id}))
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
         read_end, self._worker_pipe = os.pipe()  # workers exit when this write end closes
         status = self.workers["read-workers"] = WorkerStatus("read-workers", state="running")
         for slot in range(count):

@@ -75,7 +75,8 @@ class TargetUploads:
         self._gc_task: asyncio.Task | None = None
         r = node.router
         r.add("POST", "/v1/uploads/{bucket}/{name:.+}", self.handle_post)
-        r.add("PUT", "/v1/uploads/{bucket}/{name:.+}", self.handle_part, expect=self.expect_part)
+        r.add("PUT", "/v1/uploads/{bucket}/{name:.+}", self.handle_part, expect=self.expect_part,
+              body="stream")
         r.add("GET", "/v1/uploads/{bucket}/{name:.+}", self.handle_get)
         r.add("DELETE", "/v1/uploads/{bucket}/{name:.+}", self.handle_abort)
         r.add("GET", "/v1/uploads/{bucket}", self.handle_list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -40,10 +41,13 @@ from aisync.cli.state import (
     write_state,
 )
 from aisync.client import AsyncClient
+from aisync.client.aio import TOKEN_FILE
 from aisync.util.errors import AisyncError
 
 HOST = "127.0.0.1"
 CLUSTER_NAME = "zone-a"
+#: Beside ``admin-token`` in the cluster dir: the secret the nodes sign each other's requests with.
+SECRET_FILE = "cluster-secret"
 POLL_INTERVAL = 0.1
 #: Environment variables that belong to the CLI or to one node's identity: never handed to
 #: the nodes of a local cluster (each gets its identity from its own node.yaml).
@@ -77,11 +81,33 @@ class NodePlan:
         return self.dir / "node.log"
 
 
+def cluster_credentials(cluster_dir: Path) -> tuple[str, str]:
+    """``(admin token, cluster secret)`` of the cluster in ``cluster_dir``: made at its first
+    ``cluster up`` and kept (mode 0600) in ``admin-token`` and ``cluster-secret``, so restarts
+    keep them and clients find the token there."""
+    values = []
+    for filename in (TOKEN_FILE, SECRET_FILE):
+        path = cluster_dir / filename
+        try:
+            value = path.read_text().strip()
+        except FileNotFoundError:
+            value = ""
+        if not value:
+            value = secrets.token_urlsafe(32)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(value + "\n")
+        values.append(value)
+    return values[0], values[1]
+
+
 def plan_cluster(cluster_dir: Path, *, targets: int, proxies: int, mountpaths: int,
                  ports: list[int], name: str = CLUSTER_NAME,
                  s3_port: int | None = None) -> list[NodePlan]:
     """The nodes of a local cluster and each one's node.yaml content (first proxy = primary)."""
     cluster_dir = cluster_dir.resolve()
+    cluster_dir.mkdir(parents=True, exist_ok=True)
+    token, secret = cluster_credentials(cluster_dir)
     ids = [f"proxy-{i}" for i in range(proxies)] + [f"target-{i}" for i in range(targets)]
     if len(ports) != len(ids):
         raise ValueError("one port per node")
@@ -97,6 +123,7 @@ def plan_cluster(cluster_dir: Path, *, targets: int, proxies: int, mountpaths: i
             "data_dir": str(plan.dir),
             "cluster": {"name": name},
             "logging": {"format": "json"},
+            "auth": {"admin_token": token, "cluster_secret": secret},
         }
         if i > 0:
             cfg["cluster"]["primary_url"] = primary_url
@@ -113,10 +140,11 @@ def write_configs(plans: list[NodePlan]) -> None:
         plan.dir.mkdir(parents=True, exist_ok=True)
         for mp in plan.config.get("storage", {}).get("mountpaths", []):
             Path(mp).mkdir(parents=True, exist_ok=True)
-        plan.config_path.write_text(
-            "# written by `aisync cluster up`; rewritten on every start\n"
-            + yaml.safe_dump(plan.config, sort_keys=False)
-        )
+        # It holds the cluster's credentials: readable by this user only.
+        fd = os.open(plan.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("# written by `aisync cluster up`; rewritten on every start\n"
+                      + yaml.safe_dump(plan.config, sort_keys=False))
 
 
 def child_env() -> dict[str, str]:
@@ -136,10 +164,16 @@ def spawn(plan: NodePlan, env: dict[str, str]) -> subprocess.Popen:
                                 cwd=str(plan.dir))
 
 
-def _s3_url(endpoint: str) -> str:
+def _token(plan: NodePlan) -> str:
+    return plan.config["auth"]["admin_token"]
+
+
+def _s3_url(endpoint: str, token: str) -> str:
     """Where the primary proxy serves S3: its dedicated port, else the endpoint's root."""
+    request = urllib.request.Request(f"{endpoint}/v1/node/status",
+                                     headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(f"{endpoint}/v1/node/status", timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=5) as resp:
             return json.loads(resp.read()).get("s3_url") or endpoint
     except (OSError, ValueError):
         return endpoint
@@ -210,7 +244,7 @@ async def _wait_ready(plans: list[NodePlan], procs: dict[str, subprocess.Popen],
                       deadline: float) -> None:
     targets = [p for p in plans if p.role == "target"]
     proxies = [p for p in plans if p.role == "proxy"]
-    clients = {p.id: AsyncClient(p.url, timeout=2) for p in proxies}
+    clients = {p.id: AsyncClient(p.url, timeout=2, token=_token(p)) for p in proxies}
     missing: list[str] = []
     try:
         while True:
@@ -326,8 +360,10 @@ def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
         endpoint = plans[0].url
         click.echo(f"cluster {name} is up: {proxies} prox{'y' if proxies == 1 else 'ies'}"
                    f", {targets} target(s); dir {cluster_dir}", err=True)
-        click.echo(f"S3 API at {_s3_url(endpoint)} (path-style; make credentials with "
-                   f"`aisync auth key create`)", err=True)
+        click.echo(f"S3 API at {_s3_url(endpoint, _token(plans[0]))} (path-style; make "
+                   f"credentials with `aisync auth key create`)", err=True)
+        click.echo(f"admin token in {cluster_dir / TOKEN_FILE} (the CLI and SDK read it there "
+                   f"or from $AISYNC_TOKEN)", err=True)
         if detach:
             click.echo(endpoint)
             return

@@ -55,6 +55,7 @@ class CliState:
     """``ctx.obj``: global options."""
 
     endpoint_option: str | None = None
+    token_option: str | None = None
     verbose: int = 0
     _endpoint: str | None = field(default=None, repr=False)
 
@@ -66,7 +67,7 @@ class CliState:
 
     def client(self, timeout: float = 60) -> AsyncClient:
         try:
-            return AsyncClient(self.endpoint, timeout=timeout)
+            return AsyncClient(self.endpoint, timeout=timeout, token=self.token_option or None)
         except InvalidArgument as exc:
             raise UsageFailure(str(exc)) from exc
 

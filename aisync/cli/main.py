@@ -66,10 +66,13 @@ class AisyncGroup(click.Group):
 @click.option("--endpoint", envvar="AISYNC_ENDPOINT", metavar="URL",
               help="Proxy URL of the cluster (env AISYNC_ENDPOINT; default: the endpoint "
                    f"recorded by `cluster up`, else {DEFAULT_ENDPOINT}).")
+@click.option("--token", envvar="AISYNC_TOKEN", metavar="TOKEN", show_envvar=False,
+              help="The cluster's admin token (env AISYNC_TOKEN; default: the admin-token "
+                   "file `cluster up` wrote in the cluster dir).")
 @click.option("-v", "--verbose", count=True, help="Show tracebacks of errors.")
 @click.version_option(__version__, "--version", prog_name="aisync")
 @click.pass_context
-def cli(ctx: click.Context, endpoint: str | None, verbose: int) -> None:
+def cli(ctx: click.Context, endpoint: str | None, token: str | None, verbose: int) -> None:
     """aisync: multi-cluster object storage and caching for AI workloads.
 
     \b
@@ -80,7 +83,7 @@ def cli(ctx: click.Context, endpoint: str | None, verbose: int) -> None:
       aisync object ls ais://train/data/
       aisync job start prefetch s3://datasets --prefix train/
     """
-    ctx.obj = CliState(endpoint_option=endpoint, verbose=verbose)
+    ctx.obj = CliState(endpoint_option=endpoint, token_option=token, verbose=verbose)
 
 
 cli.add_command(node)

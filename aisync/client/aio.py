@@ -57,6 +57,23 @@ _HEAD_MESSAGES = {
 BucketLike = str | BucketRef
 
 
+#: Where ``aisync cluster up`` leaves the admin token, inside the cluster directory.
+TOKEN_FILE = "admin-token"
+
+
+def find_token() -> str | None:
+    """The admin token: ``$AISYNC_TOKEN``, else ``<cluster dir>/admin-token`` (the cluster dir
+    is ``$AISYNC_CLUSTER_DIR`` or ``./.aisync-cluster``), else None (only health answers)."""
+    token = os.environ.get("AISYNC_TOKEN", "").strip()
+    if token:
+        return token
+    path = Path(os.environ.get("AISYNC_CLUSTER_DIR") or ".aisync-cluster") / TOKEN_FILE
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def normalize_endpoint(endpoint: str) -> str:
     """``host:port`` → ``http://host:port``; trailing slashes dropped; scheme checked."""
     endpoint = endpoint.strip()
@@ -123,11 +140,16 @@ class AsyncClient(JobsMixin, KeysMixin):
     Use ``async with AsyncClient(url) as c:`` or call :meth:`close`.
     """
 
-    def __init__(self, endpoint: str, *, timeout: float = 60, connector_limit: int = 64) -> None:
+    def __init__(self, endpoint: str, *, timeout: float = 60, connector_limit: int = 64,
+                 token: str | None = None) -> None:
         self.endpoint = normalize_endpoint(endpoint)
         self.timeout = timeout
         self.connector_limit = connector_limit
         self._session: aiohttp.ClientSession | None = None
+        token = find_token() if token is None else token
+        #: Sent to the endpoint's origin only: a redirect to a target carries its own signature.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._origin = URL(self.endpoint).origin()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -200,9 +222,10 @@ class AsyncClient(JobsMixin, KeysMixin):
         while True:
             data = body.open() if body is not None else None
             expect100 = first and body is not None and method == "PUT"
+            send = {**hdrs, **self._auth} if url.origin() == self._origin else hdrs
             try:
                 resp = await session.request(
-                    method, url, headers=hdrs, data=data, allow_redirects=False,
+                    method, url, headers=send, data=data, allow_redirects=False,
                     expect100=expect100,
                 )
             except (TimeoutError, aiohttp.ClientConnectionError) as exc:
@@ -261,7 +284,8 @@ class AsyncClient(JobsMixin, KeysMixin):
         """True when the node answers ``/v1/health/ready`` with 200 (503 → False)."""
         url = self._url("/v1/health/ready")
         try:
-            resp = await self._get_session().get(url, allow_redirects=False)
+            resp = await self._get_session().get(url, allow_redirects=False,
+                                                 headers=self._auth)
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise NodeUnavailable(f"cannot reach {self.endpoint}: {_describe(exc)}") from exc
         async with resp:

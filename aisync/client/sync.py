@@ -31,8 +31,12 @@ class Client:
     ...     c.put_object("ais://train", "a.txt", b"hello")
     """
 
-    def __init__(self, endpoint: str, *, timeout: float = 60, connector_limit: int = 64) -> None:
-        self._async = AsyncClient(endpoint, timeout=timeout, connector_limit=connector_limit)
+    def __init__(self, endpoint: str, *, timeout: float = 60, connector_limit: int = 64,
+                 token: str | None = None) -> None:
+        """``token``: the admin token; default ``$AISYNC_TOKEN`` or the cluster dir's
+        ``admin-token`` file (see :func:`aisync.client.aio.find_token`)."""
+        self._async = AsyncClient(endpoint, timeout=timeout, connector_limit=connector_limit,
+                                  token=token)
         self.endpoint = self._async.endpoint
         self._loop = asyncio.new_event_loop()
         self._closed = False

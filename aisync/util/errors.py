@@ -116,6 +116,13 @@ class ConfigError(AisyncError, ValueError):
     code, status = "ConfigError", 400
 
 
+class Unauthenticated(AisyncError, PermissionError):
+    """The request carries no credentials this node accepts (no token, a wrong token, a bad or
+    replayed intra-cluster signature, an expired redirect signature)."""
+
+    code, status = "Unauthorized", 401
+
+
 class AccessDenied(AisyncError, PermissionError):
     code, status = "AccessDenied", 403
 

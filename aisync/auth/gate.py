@@ -1,0 +1,159 @@
+"""The gate every request passes before its handler: who is calling, and may they call this route.
+
+Each route declares an :class:`Access` level; the router asks :meth:`Gate.admit` before it
+reads a body or calls the handler, and a refusal is 401 ``Unauthorized`` (no or bad
+credentials) with nothing changed. The gate returns an :class:`Identity`, which handlers may
+read from ``request[IDENTITY]`` (users and roles will decide per bucket from it).
+
+=========  ==================================================================================
+PUBLIC     anyone: health and readiness probes; the S3 front end (which checks SigV4 itself)
+CLIENT     the admin token (``Authorization: Bearer``), or a cluster member (a proxy forwarding
+           a client's request to the primary, the primary asking a target for its status)
+MEMBER     cluster members only: join, metasync, job batches, uploads, target listings, secrets
+OBJECT     a target's object routes: a member (S3 relays, rebalance) or a client holding a
+           redirect a proxy signed
+=========  ==================================================================================
+
+With ``auth.enabled: false`` every request is admitted as the ``lab`` identity.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from aisync.auth import members, redirects
+from aisync.config import AuthSection
+from aisync.util.errors import ConfigError, Unauthenticated
+
+log = logging.getLogger("aisync.auth")
+
+#: Where the gate leaves the caller's identity on the request.
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", object)  # type: ignore[arg-type]
+#: A member's signed body digest, checked once the body may be read (after 100 Continue).
+_PENDING_DIGEST: web.RequestKey[str] = web.RequestKey("signed_digest", str)
+MIN_SECRET_CHARS = 32
+
+
+class Access(enum.Enum):
+    PUBLIC = "public"
+    CLIENT = "client"
+    MEMBER = "member"
+    OBJECT = "object"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a request comes from: ``kind`` is admin, member, redirect, anonymous or lab."""
+
+    kind: str
+    name: str = ""
+
+
+ANONYMOUS = Identity("anonymous")
+LAB = Identity("lab")
+ADMIN = Identity("admin")
+
+
+class Gate:
+    """Credential checks for one node (built from its ``auth`` configuration)."""
+
+    def __init__(self, config: AuthSection, node_id: str,
+                 is_member_origin: Callable[[str], bool]) -> None:
+        self.enabled = config.enabled
+        self.redirect_ttl = config.redirect_ttl
+        if not self.enabled:
+            log.warning("auth.enabled is false: every route of this node answers anyone who "
+                        "reaches it (a lab setting; never expose such a node)")
+            self._token = b""
+            self._secret = b""
+            self.signer = None
+            self.verifier = None
+            return
+        if config.admin_token is None or not config.admin_token.get_secret_value():
+            raise ConfigError("auth.admin_token is not set (AISYNC_AUTH__ADMIN_TOKEN; "
+                              "`aisync cluster up` generates one), or set auth.enabled: false "
+                              "for a lab")
+        secret = config.cluster_secret.get_secret_value() if config.cluster_secret else ""
+        if len(secret) < MIN_SECRET_CHARS:
+            raise ConfigError(f"auth.cluster_secret must be set, the same on every node, at "
+                              f"least {MIN_SECRET_CHARS} characters (AISYNC_AUTH__CLUSTER_SECRET)")
+        self._token = config.admin_token.get_secret_value().encode()
+        self._secret = secret.encode()
+        self.signer = members.MemberSigner(node_id, self._secret, is_member_origin)
+        self.verifier = members.MemberVerifier(self._secret, config.max_clock_skew)
+
+    # -- client side --
+    def client_middlewares(self) -> tuple:
+        """For the node's ``aiohttp.ClientSession``: signs requests to members."""
+        return () if self.signer is None else (self.signer,)
+
+    def signed_redirect(self, request: web.BaseRequest, base_url: str,
+                        map_version: int) -> str:
+        """The Location that hands ``request`` to the node at ``base_url``."""
+        if self.signer is None:
+            return f"{base_url}{request.raw_path}"
+        path, _, query = request.raw_path.partition("?")
+        query = redirects.sign(self._secret, request.method, path, query, self.signer.node_id,
+                               map_version, self.redirect_ttl)
+        return f"{base_url}{path}?{query}"
+
+    # -- server side --
+    async def admit(self, request: web.BaseRequest, access: Access,
+                    streams_body: bool) -> Identity:
+        """The caller's identity, or :class:`Unauthenticated`. ``streams_body``: the route
+        takes a streamed body, which a member may send unsigned (``UNSIGNED-PAYLOAD``)."""
+        if access is Access.PUBLIC:
+            return ANONYMOUS
+        if not self.enabled:
+            return LAB
+        headers = request.headers
+        if members.SIGNATURE_HEADER in headers:
+            return await self._member(request, streams_body)
+        if access is Access.MEMBER:
+            raise Unauthenticated("this route serves cluster members only")
+        if access is Access.OBJECT:
+            path, _, query = request.raw_path.partition("?")
+            return Identity("redirect", redirects.verify(self._secret, request.method, path,
+                                                         query))
+        auth = headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if not auth:
+            raise Unauthenticated("this route needs a token: Authorization: Bearer TOKEN "
+                                  "(aisync cluster up stores it in <cluster dir>/admin-token)")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("the Authorization header must be 'Bearer TOKEN'")
+        if not hmac.compare_digest(token.strip().encode("utf-8", "surrogateescape"),
+                                   self._token):
+            raise Unauthenticated("invalid token")
+        return ADMIN
+
+    async def _member(self, request: web.BaseRequest, streams_body: bool) -> Identity:
+        assert self.verifier is not None
+        member, digest = self.verifier.verify(request.method, request.raw_path,
+                                              request.headers)
+        if streams_body:
+            pass  # a streamed body is not buffered to be hashed; its object checksum guards it
+        elif digest == members.UNSIGNED:
+            raise Unauthenticated("this route takes a signed body digest")
+        elif request.body_exists or digest != members.EMPTY_DIGEST:
+            request[_PENDING_DIGEST] = digest
+        return Identity("member", member)
+
+    @staticmethod
+    def body_pending(request: web.BaseRequest) -> bool:
+        return _PENDING_DIGEST in request
+
+    @staticmethod
+    async def check_body(request: web.BaseRequest) -> None:
+        """Read the (small, JSON) body a member signed and compare it with its digest; the
+        handler then reads it again from aiohttp's cache."""
+        digest = request[_PENDING_DIGEST]
+        body = await request.read()
+        if not hmac.compare_digest(members.body_digest(body), digest):
+            raise Unauthenticated("the body does not match its signed digest")
