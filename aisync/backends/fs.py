@@ -13,11 +13,16 @@ Buckets are configured by name to a directory; object ``a/b.jpg`` is the file ``
 * **Writes** are atomic: a temp file in the destination directory, fsync, rename.
 * **Listing** walks the tree in UTF-8 key order (a directory ``a`` sorts as ``a/``), skipping
   whole subtrees that sort before the continuation token; memory is bounded by the largest
-  single directory, not by the tree.
+  single directory, not by the tree. It fails closed: a directory or file that cannot be read
+  (permissions, I/O error) fails the whole listing with ``AccessDenied`` or ``BackendError``
+  naming it (``fs://bucket/dir/``), never an entry silently left out, which a sync with
+  ``--delete`` would take for a deletion. Only a subdirectory or file that vanishes between
+  being seen and being read is left out (it is gone).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -37,6 +42,8 @@ from aisync.backends.base import (
 )
 from aisync.util.errors import (
     AccessDenied,
+    AisyncError,
+    BackendError,
     BucketNotFound,
     ConfigError,
     InvalidObjectName,
@@ -46,6 +53,8 @@ from aisync.util.errors import (
 from aisync.util.names import validate_object_name
 
 TMP_PREFIX = ".aisync-tmp-"
+#: The longest file name (one path component) POSIX file systems take, in bytes.
+NAME_MAX = 255
 
 
 class FsBackend(ThreadedBackend):
@@ -54,6 +63,8 @@ class FsBackend(ThreadedBackend):
                                 server_side_copy=True, checksums=frozenset({"md5"}),
                                 max_page=10000)
     ERRORS = [
+        (lambda e: isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG,
+         lambda e: InvalidObjectName("the name is too long for the file system")),
         (lambda e: isinstance(e, FileNotFoundError), lambda e: ObjectNotFound(str(e))),
         (lambda e: isinstance(e, PermissionError), lambda e: AccessDenied(str(e))),
         (lambda e: isinstance(e, (IsADirectoryError, NotADirectoryError)),
@@ -82,9 +93,15 @@ class FsBackend(ThreadedBackend):
         return root
 
     def path(self, bucket: str, name: str) -> Path:
+        """The file of object ``name``: ``InvalidObjectName`` for a name no file can have (a
+        ``..``, a trailing ``/``, a component over :data:`NAME_MAX` bytes) or one that resolves
+        outside the bucket's directory."""
         validate_object_name(name)
         if name.endswith("/"):
             raise InvalidObjectName(f"fs://{bucket}/{name}: a file name cannot end with '/'")
+        if any(len(part.encode()) > NAME_MAX for part in name.split("/")):
+            raise InvalidObjectName(f"fs://{bucket}: a path component of the name is longer "
+                                    f"than {NAME_MAX} bytes, the limit of file names")
         root = self.root(bucket)
         path = root / name
         real = Path(os.path.realpath(path))
@@ -202,10 +219,13 @@ class FsBackend(ThreadedBackend):
         def _list() -> ListPage:
             root = self.root(bucket)
             entries: list[ListEntry] = []
-            for name, st in _walk_sorted(root, "", prefix, token):
-                entries.append(ListEntry(name, self.token(st)))
-                if len(entries) > limit:
-                    break
+            try:
+                for name, st in _walk_sorted(root, "", prefix, token):
+                    entries.append(ListEntry(name, self.token(st)))
+                    if len(entries) > limit:
+                        break
+            except _Unreadable as exc:
+                raise _listing_error(bucket, exc) from exc.error
             more = len(entries) > limit
             entries = entries[:limit]
             return ListPage(entries, entries[-1].name if more else None)
@@ -213,35 +233,70 @@ class FsBackend(ThreadedBackend):
         return await self.call(_list, what=f"list fs://{bucket}")
 
 
-def _walk_sorted(directory: Path, rel: str, prefix: str,
-                 after: str | None) -> Iterator[tuple[str, os.stat_result]]:
-    """Regular files under ``directory`` in UTF-8 key order, with names > ``after``."""
+class _Unreadable(Exception):
+    """Raised by :func:`_walk_sorted`: ``key`` (relative to the root; ``""`` is the root, a
+    directory ends with ``/``) could not be read; the ``OSError`` is the cause."""
+
+    def __init__(self, key: str, error: OSError) -> None:
+        super().__init__(key)
+        self.key, self.error = key, error
+
+
+def _listing_error(bucket: str, exc: _Unreadable) -> AisyncError:
+    """The typed error of a listing that met an unreadable path: ``AccessDenied`` for a
+    permission error, ``BackendError`` for any other (named by key, not by host path)."""
+    reason = exc.error.strerror or type(exc.error).__name__
+    message = f"list fs://{bucket}: cannot read fs://{bucket}/{exc.key}: {reason}"
+    if isinstance(exc.error, PermissionError):
+        return AccessDenied(message, path=exc.key)
+    return BackendError(message, path=exc.key)
+
+
+def _scan(directory: Path, rel: str) -> list[tuple[bytes, str, bool, os.DirEntry]]:
+    """The entries of one directory, sorted by key; ``_Unreadable`` when it cannot be read."""
+    items = []
     try:
         with os.scandir(directory) as it:
-            items = []
             for entry in it:
                 if entry.name.startswith(TMP_PREFIX):
                     continue
                 is_dir = entry.is_dir(follow_symlinks=False)
                 key = rel + entry.name + ("/" if is_dir else "")
                 items.append((key.encode("utf-8", "surrogateescape"), key, is_dir, entry))
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return
+    except OSError as exc:
+        raise _Unreadable(rel, exc) from exc
     items.sort()
-    for _, key, is_dir, entry in items:
+    return items
+
+
+def _walk_sorted(directory: Path, rel: str, prefix: str,
+                 after: str | None) -> Iterator[tuple[str, os.stat_result]]:
+    """Regular files under ``directory`` in UTF-8 key order, with names > ``after``.
+
+    Raises :class:`_Unreadable` for a directory or file that cannot be read; a subdirectory
+    or file removed while the walk runs is skipped (it no longer exists).
+    """
+    for _, key, is_dir, entry in _scan(directory, rel):
         if is_dir:
             # prune subtrees that cannot hold a name with the prefix, or that sort before `after`
             if not (key.startswith(prefix) or prefix.startswith(key)):
                 continue
             if after is not None and not after.startswith(key) and key < after:
                 continue
-            yield from _walk_sorted(Path(entry.path), key, prefix, after)
+            try:
+                yield from _walk_sorted(Path(entry.path), key, prefix, after)
+            except _Unreadable as exc:
+                if exc.key == key and isinstance(exc.error, FileNotFoundError):
+                    continue  # removed since its parent was read
+                raise
         else:
             if not key.startswith(prefix) or (after is not None and key <= after):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
-                continue
+                continue  # removed since its directory was read
+            except OSError as exc:
+                raise _Unreadable(key, exc) from exc
             if stat.S_ISREG(st.st_mode):
                 yield key, st
