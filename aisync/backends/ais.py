@@ -75,6 +75,7 @@ from aisync.client import AsyncClient, ObjectReader
 from aisync.client.aio import normalize_endpoint
 from aisync.util.errors import (
     AisyncError,
+    BackendError,
     BackendUnavailable,
     ChecksumMismatch,
     ConfigError,
@@ -317,10 +318,12 @@ class AisBackend(Backend):
         page = await self._call(f"list {ref}/{prefix}",
                                 lambda c: c.list_objects(ref, prefix=prefix, limit=limit,
                                                          token=token))
+        if page.next_token and page.next_token == token:  # ending here would truncate it
+            raise BackendError(f"list {ref}/{prefix}: the peer's continuation token did not "
+                               f"advance past {token!r}", bucket=bucket)
         entries = [ListEntry(o.name, _token_of_entry(o.size, o.checksum, o.mtime_ns))
                    for o in page.objects]
-        next_token = page.next_token if page.next_token != token else None  # no endless loop
-        return ListPage(entries, next_token)
+        return ListPage(entries, page.next_token)
 
 
 _token_of_entry = token  # ``list_page`` has a parameter named ``token``

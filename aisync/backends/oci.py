@@ -499,9 +499,18 @@ class OciBackend(ThreadedBackend):
                 kwargs["prefix"] = prefix
             if token:
                 kwargs["start"] = token  # inclusive: the token itself is dropped below
-            listing = self.client.list_objects(self.namespace(), bucket, **kwargs).data
-            entries = [_entry(o) for o in listing.objects or []
-                       if token is None or o.name.encode() > token.encode()]
+            while True:
+                listing = self.client.list_objects(self.namespace(), bucket, **kwargs).data
+                entries = [_entry(o) for o in listing.objects or []
+                           if token is None or o.name.encode() > token.encode()]
+                if entries or not listing.next_start_with:
+                    break
+                # a page of only the token itself: the listing goes on (ending it here
+                # would truncate it), unless the server does not move on
+                if listing.next_start_with == kwargs.get("start"):
+                    raise BackendError(f"list oci://{bucket}/{prefix}: the listing does not "
+                                       f"advance past {token!r}", bucket=bucket)
+                kwargs["start"] = listing.next_start_with
             more = bool(listing.next_start_with) or len(entries) > limit
             entries = entries[:limit]
             return ListPage(entries, entries[-1].name if more and entries else None)

@@ -553,8 +553,11 @@ class S3Backend(ThreadedBackend):
                             for item in answer.get("Contents", [])]
                 truncated = bool(answer.get("IsTruncated"))
                 # a server may answer an empty but truncated page: keep going until keys come
-                if entries or not truncated or not answer.get("NextContinuationToken"):
+                if entries or not truncated:
                     break
+                if not answer.get("NextContinuationToken"):  # it would end the listing early
+                    raise BackendError(f"list s3://{bucket}/{prefix}: a truncated page without "
+                                       f"keys or a continuation token", bucket=bucket)
                 kwargs["ContinuationToken"] = answer["NextContinuationToken"]
             entries = entries[:limit]
             return ListPage(entries, entries[-1].name if truncated and entries else None)
@@ -577,8 +580,10 @@ class S3Backend(ThreadedBackend):
             last = max([e.name for e in entries[-1:]] + prefixes[-1:], default=None)
             if last is not None and last.endswith("/") and prefixes and last == prefixes[-1]:
                 last += "\U0010ffff"  # resume after everything under that prefix
-            more = bool(answer.get("IsTruncated")) and last is not None
-            return LevelPage(entries, prefixes, last if more else None)
+            if answer.get("IsTruncated") and last is None:  # it would end the listing early
+                raise BackendError(f"list s3://{bucket}/{prefix} by level: a truncated page "
+                                   f"without keys or prefixes", bucket=bucket)
+            return LevelPage(entries, prefixes, last if answer.get("IsTruncated") else None)
 
         return await self.call(_level, what=f"list s3://{bucket}/{prefix} by level")
 
