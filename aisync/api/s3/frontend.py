@@ -5,9 +5,10 @@ comes here. The front end
 
 1. finds the bucket and key: path-style ``/bucket/key`` always, virtual-hosted-style
    (``Host: bucket.<s3.domain>``) when a domain is configured;
-2. authenticates: SigV4 in the Authorization header or a presigned query, verified against the
-   access keys of the primary's catalog (:mod:`aisync.api.keys`); unsigned requests only when
-   ``s3.anonymous`` is on, and then only reads of buckets with ``anonymous_read``;
+2. authenticates: SigV4 in the Authorization header or a presigned query, signed for
+   ``s3.region`` and verified against the access keys of the primary's catalog
+   (:mod:`aisync.api.keys`); unsigned requests only when ``s3.anonymous`` is on, and then only
+   reads of buckets with ``anonymous_read``;
 3. dispatches on method and sub-resource to :mod:`.objects`, :mod:`.buckets` or
    :mod:`.multipart`, which serve S3 clients **without redirects**: object bytes are streamed
    between the client and the owning target through this proxy;
@@ -104,7 +105,7 @@ class S3Frontend:
         if isinstance(exc, sigv4.S3AuthError):
             code = exc.code if exc.code in ERRORS else \
                 ("AccessDenied" if exc.status == 403 else "InvalidRequest")
-            return error_response(request, code, exc.message)
+            return error_response(request, code, exc.message, **exc.fields)
         if isinstance(exc, AisyncError):
             return error_response(request, s3_code(exc), exc.message)
         if isinstance(exc, ConnectionResetError | TimeoutError):
@@ -143,6 +144,7 @@ class S3Frontend:
                 raise S3Error("AccessDenied", "Access Denied: anonymous requests are not "
                               "accepted here; sign them with an aisync access key (SigV4)")
             return None
+        sigv4.check_region(parsed, self.config.region)
         secret = await self.node.keys.secret_for(parsed.access_key)
         if secret is None:
             raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not "

@@ -15,11 +15,12 @@ the SignedHeaders list; the payload hash (``x-amz-content-sha256``, required for
 ``UNSIGNED-PAYLOAD`` for presigned URLs unless that header is signed). ``raw_path`` may carry the
 query (aiohttp's does); it is split off and used when ``raw_query`` is empty.
 
-Checks: ``host``, the date header used and every ``x-amz-*`` header present must be signed (as on
-S3: no ``x-amz-copy-source`` slipped under a presigned PUT); service ``s3``; scope date = request
-day; header auth within ``max_skew_seconds`` of ``now``; presigned ``X-Amz-Expires`` in 1..604800,
-valid from ``X-Amz-Date - skew`` through ``X-Amz-Date + expires`` inclusive. SigV2 is refused
-(InvalidRequest), SigV4A is NotImplemented. Signatures are compared with ``hmac.compare_digest``.
+The claim (header or presigned query) is parsed and checked without the secret by
+:mod:`.sigv4_claim` (its names are re-exported here). ``verify`` then checks the clock: header
+auth within ``max_skew_seconds`` of ``now``; a presigned URL valid from ``X-Amz-Date - skew``
+through ``X-Amz-Date + X-Amz-Expires`` inclusive (compared as differences: no date near year 1
+or 9999 overflows); the region, when given; and the signature, compared with
+``hmac.compare_digest``.
 
 aws-chunked: ``hex-size[;chunk-signature=sig]\\r\\n data \\r\\n`` ..., a size-0 last chunk (no data
 CRLF), then ``name:value\\r\\n`` trailer lines ended by an empty line (so the plain signed variant
@@ -43,58 +44,40 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-ALGORITHM = "AWS4-HMAC-SHA256"
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
-STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
-STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
-STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
-STREAMING = (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER)
+from aisync.api.s3.sigv4_claim import (
+    ALGORITHM,
+    HEX64,
+    MAX_PRESIGN_EXPIRES,
+    PRESIGN_PARAMS,
+    STREAMING,
+    STREAMING_SIGNED,
+    STREAMING_SIGNED_TRAILER,
+    STREAMING_UNSIGNED_TRAILER,
+    UNSIGNED_PAYLOAD,
+    ParsedAuth,
+    S3AuthError,
+    amz_time,
+    check_region,
+    component_text,
+    decode_component,
+    parse_request,
+    query_pairs,
+    split_path,
+)
+
+__all__ = ["ALGORITHM", "MAX_PRESIGN_EXPIRES", "PRESIGN_PARAMS", "STREAMING", "STREAMING_SIGNED",
+           "STREAMING_SIGNED_TRAILER", "STREAMING_UNSIGNED_TRAILER", "UNSIGNED_PAYLOAD",
+           "AuthResult", "ChunkedDecoder", "ParsedAuth", "PayloadHasher", "S3AuthError",
+           "amz_time", "authenticate", "canonical_requests", "check_region", "new_checksum",
+           "parse_request", "signing_key", "verify"]
+
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-MAX_PRESIGN_EXPIRES = 604800
 MAX_LINE = 4096  # longest chunk header or trailer line accepted
 MAX_TRAILERS = 16
 TRAILER_SIGNATURE = "x-amz-trailer-signature"
-PRESIGN_PARAMS = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
-                  "X-Amz-SignedHeaders", "X-Amz-Signature")
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
-_SIGV4A = "ECDSA-P256"
-_NO_V2 = "Signature Version 2 is not supported; use SigV4"
-_NO_DATE = "AWS authentication requires a valid Date or x-amz-date header"
-
-
-class S3AuthError(Exception):
-    """A refused request: ``code`` is the S3 error code, ``status`` the HTTP status."""
-
-    def __init__(self, code: str, message: str, status: int = 403) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message, self.status = code, message, status
-
-
-@dataclass(frozen=True)
-class ParsedAuth:
-    """What the request claims; nothing here is verified until ``verify``."""
-
-    access_key: str
-    date: str  # YYYYMMDD, the credential scope date
-    region: str
-    service: str
-    signed_headers: tuple[str, ...]
-    signature: str
-    amz_date: str  # YYYYMMDDTHHMMSSZ
-    presigned: bool
-    expires: int | None
-    payload_hash: str
-    security_token: str | None = None  # X-Amz-Security-Token, for the server to refuse or use
-
-    @property
-    def scope(self) -> str:
-        return f"{self.date}/{self.region}/{self.service}/aws4_request"
 
 
 @dataclass(frozen=True)
@@ -113,11 +96,6 @@ class AuthResult:
         return self.payload_hash.startswith("STREAMING-")
 
 
-def _malformed(presigned: bool, message: str) -> S3AuthError:
-    code = "AuthorizationQueryParametersError" if presigned else "AuthorizationHeaderMalformed"
-    return S3AuthError(code, message, 400)
-
-
 def _bad_trailer(message: str) -> S3AuthError:
     return S3AuthError("MalformedTrailerError", message, 400)
 
@@ -126,24 +104,6 @@ def _getall(headers: Mapping[str, str], name: str) -> list[str]:
     if hasattr(headers, "getall"):
         return list(headers.getall(name, []))
     return [] if headers.get(name) is None else [headers[name]]
-
-
-def _split_path(raw_path: str, raw_query: str) -> tuple[str, str]:
-    path, sep, query = raw_path.partition("?")
-    return path or "/", (raw_query if raw_query or not sep else query)
-
-
-def _query_pairs(raw_query: str) -> list[tuple[str, str]]:
-    """Raw (still encoded) name/value pairs in request order; empty segments dropped."""
-    return [(n, v) for n, _, v in (p.partition("=") for p in raw_query.split("&") if p)]
-
-
-def _decode(component: str) -> bytes:
-    return unquote_to_bytes(component.replace("+", " "))
-
-
-def _text(component: str) -> str:
-    return _decode(component).decode("utf-8", "surrogateescape")
 
 
 @functools.lru_cache(maxsize=1024)  # one derivation per key and day, not per request
@@ -162,151 +122,16 @@ def _sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-# ---------------------------------------------------------------- parsing the claim
-
-
-def parse_request(method: str, raw_path: str, raw_query: str,
-                  headers: Mapping[str, str]) -> ParsedAuth | None:
-    """Find the SigV4 claim (Authorization header or presigned query); None if anonymous.
-
-    Every check that needs neither the secret nor the clock happens here.
-    """
-    _, raw_query = _split_path(raw_path, raw_query)
-    pairs = [(_text(n), _text(v)) for n, v in _query_pairs(raw_query)]
-    names = {n for n, _ in pairs}
-    auth_header = headers.get("Authorization")
-    if auth_header is not None and "X-Amz-Algorithm" in names:
-        raise S3AuthError("InvalidArgument", "Only one auth mechanism allowed; send either the "
-                          "X-Amz-Algorithm query parameter or the Authorization header", 400)
-    if auth_header is not None:
-        parsed = _parse_header(auth_header.strip(), headers)
-    elif "X-Amz-Algorithm" in names:
-        parsed = _parse_query(pairs, headers)
-    elif "AWSAccessKeyId" in names and "Signature" in names:
-        raise S3AuthError("InvalidRequest", _NO_V2, 400)
-    else:
-        return None
-    if "host" not in parsed.signed_headers:
-        raise _malformed(parsed.presigned, "SignedHeaders must include host")
-    exempt = {"x-amz-content-sha256"} if parsed.presigned else set()  # ignored there if unsigned
-    unsigned = {k.lower() for k in headers if k.lower().startswith("x-amz-")}
-    unsigned -= set(parsed.signed_headers) | exempt
-    if unsigned:
-        raise S3AuthError("AccessDenied", "There were headers present in the request which were "
-                          "not signed: " + ", ".join(sorted(unsigned)))
-    return parsed
-
-
-def _claim(presigned: bool, algorithm: str, credential: str, signed_headers: str,
-           signature: str) -> tuple[str, str, str, str, tuple[str, ...], str]:
-    """Validate the parts both forms share: (access key, date, region, service, signed, sig)."""
-    if algorithm != ALGORITHM:
-        if _SIGV4A in algorithm:
-            raise S3AuthError("NotImplemented", "SigV4A (ECDSA) signing is not supported", 501)
-        if presigned:
-            raise _malformed(True, f"X-Amz-Algorithm only supports {ALGORITHM}")
-        if algorithm == "AWS":
-            raise S3AuthError("InvalidRequest", _NO_V2, 400)
-        raise S3AuthError("InvalidArgument", f"Unsupported Authorization Type {algorithm!r}", 400)
-    parts = credential.rsplit("/", 4)
-    if len(parts) != 5 or not parts[0] or not parts[2] or parts[4] != "aws4_request" \
-            or not re.fullmatch(r"\d{8}", parts[1]):
-        raise _malformed(presigned, f"invalid Credential {credential!r}; expected "
-                         "<access key>/<YYYYMMDD>/<region>/s3/aws4_request")
-    if parts[3] != "s3":
-        raise _malformed(presigned, f"incorrect service {parts[3]!r}; this endpoint is 's3'")
-    signed = tuple(signed_headers.lower().split(";"))
-    if not all(signed):
-        raise _malformed(presigned, f"invalid SignedHeaders {signed_headers!r}")
-    if not _HEX64.fullmatch(signature.lower()):
-        raise _malformed(presigned, "Signature must be 64 hexadecimal characters")
-    return parts[0], parts[1], parts[2], parts[3], signed, signature.lower()
-
-
-def _payload_hash(value: str) -> str:
-    value = value.strip()
-    if value in (UNSIGNED_PAYLOAD, *STREAMING) or _HEX64.fullmatch(value.lower()):
-        return value
-    if value.startswith("STREAMING-") and _SIGV4A in value:
-        raise S3AuthError("NotImplemented", "SigV4A (ECDSA) streaming is not supported", 501)
-    raise S3AuthError("InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, "
-                      "a STREAMING-* value or a valid sha256 value", 400)
-
-
-def _request_date(headers: Mapping[str, str]) -> tuple[str, str]:
-    """(YYYYMMDDTHHMMSSZ, the header it came from): x-amz-date, else Date."""
-    if headers.get("x-amz-date") is not None:
-        if not _AMZ_DATE.fullmatch(value := headers["x-amz-date"].strip()):
-            raise S3AuthError("AccessDenied", _NO_DATE)
-        return value, "x-amz-date"
-    try:
-        stamp = parsedate_to_datetime(headers.get("Date") or "")
-    except (TypeError, ValueError):
-        raise S3AuthError("AccessDenied", _NO_DATE) from None
-    stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-    return stamp.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ"), "date"
-
-
-def _parse_header(value: str, headers: Mapping[str, str]) -> ParsedAuth:
-    algorithm, _, rest = value.partition(" ")
-    if algorithm != ALGORITHM:
-        _claim(False, algorithm, "", "", "")  # raises the right error
-    fields: dict[str, str] = {}
-    for part in rest.split(","):
-        key, sep, val = part.strip().partition("=")
-        if not sep or key in fields or key not in ("Credential", "SignedHeaders", "Signature"):
-            raise _malformed(False, f"malformed component {part.strip()!r}")
-        fields[key] = val.strip()
-    if len(fields) != 3:
-        raise _malformed(False, "Authorization needs Credential, SignedHeaders and Signature")
-    access_key, date, region, service, signed, signature = _claim(
-        False, algorithm, fields["Credential"], fields["SignedHeaders"], fields["Signature"])
-    amz_date, date_header = _request_date(headers)
-    if date_header not in signed:
-        raise S3AuthError("AccessDenied", f"the {date_header} header must be signed")
-    if amz_date[:8] != date:
-        raise _malformed(False, f"credential date {date} is not the request date {amz_date[:8]}")
-    if headers.get("x-amz-content-sha256") is None:
-        raise S3AuthError("InvalidRequest", "Missing required header for this request: "
-                          "x-amz-content-sha256", 400)
-    return ParsedAuth(access_key, date, region, service, signed, signature, amz_date, False, None,
-                      _payload_hash(headers["x-amz-content-sha256"]),
-                      headers.get("x-amz-security-token"))
-
-
-def _parse_query(pairs: list[tuple[str, str]], headers: Mapping[str, str]) -> ParsedAuth:
-    names = [n for n, _ in pairs]
-    for name in PRESIGN_PARAMS:
-        if names.count(name) != 1:
-            raise _malformed(True, f"query-string authentication needs exactly one {name}")
-    query = dict(pairs)
-    access_key, date, region, service, signed, signature = _claim(
-        True, query["X-Amz-Algorithm"], query["X-Amz-Credential"], query["X-Amz-SignedHeaders"],
-        query["X-Amz-Signature"])
-    amz_date, expires = query["X-Amz-Date"], query["X-Amz-Expires"]
-    if not _AMZ_DATE.fullmatch(amz_date):
-        raise _malformed(True, "X-Amz-Date must be in the ISO8601 Long Format YYYYMMDDTHHMMSSZ")
-    if amz_date[:8] != date:
-        raise _malformed(True, f"credential date {date} is not X-Amz-Date's day {amz_date[:8]}")
-    if not expires.isdigit() or not 1 <= int(expires) <= MAX_PRESIGN_EXPIRES:
-        raise _malformed(True, f"X-Amz-Expires must be a number of seconds in "
-                         f"1..{MAX_PRESIGN_EXPIRES}")
-    payload_hash = UNSIGNED_PAYLOAD
-    if "x-amz-content-sha256" in signed and headers.get("x-amz-content-sha256") is not None:
-        payload_hash = _payload_hash(headers["x-amz-content-sha256"])
-    return ParsedAuth(access_key, date, region, service, signed, signature, amz_date, True,
-                      int(expires), payload_hash, query.get("X-Amz-Security-Token"))
-
-
 # ---------------------------------------------------------------- verifying the signature
 
 
 def canonical_requests(parsed: ParsedAuth, method: str, raw_path: str, raw_query: str,
                        headers: Mapping[str, str]) -> Iterator[str]:
     """The canonical requests to try: the spec form first, then the fallbacks (see top)."""
-    path, raw_query = _split_path(raw_path, raw_query)
-    pairs = [(n, v) for n, v in _query_pairs(raw_query) if _text(n) != "X-Amz-Signature"]
-    spec = sorted((quote(_decode(n), safe=""), quote(_decode(v), safe="")) for n, v in pairs)
+    path, raw_query = split_path(raw_path, raw_query)
+    pairs = [(n, v) for n, v in query_pairs(raw_query) if component_text(n) != "X-Amz-Signature"]
+    spec = sorted((quote(decode_component(n), safe=""), quote(decode_component(v), safe=""))
+                  for n, v in pairs)
     queries = ["&".join(f"{n}={v}" for n, v in spec),
                "&".join(f"{n}={v}" for n, v in sorted(pairs))]
     paths = [path, "/".join(quote(unquote_to_bytes(s), safe="") for s in path.split("/"))]
@@ -319,30 +144,20 @@ def canonical_requests(parsed: ParsedAuth, method: str, raw_path: str, raw_query
                 yield f"{method}\n{p}\n{q}\n{tail}"
 
 
-def amz_time(value: str) -> datetime:
-    """``YYYYMMDDTHHMMSSZ`` (what ``strptime`` would take, at a tenth of its cost); ValueError
-    if it is not that."""
-    if len(value) != 16 or value[8] != "T" or value[15] != "Z" or \
-            not (value[:8] + value[9:15]).isdigit():
-        raise ValueError(f"not an ISO 8601 basic time: {value!r}")
-    return datetime(int(value[:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]),
-                    int(value[11:13]), int(value[13:15]), tzinfo=UTC)
-
-
 def verify(parsed: ParsedAuth, secret_key: str, method: str, raw_path: str, raw_query: str,
            headers: Mapping[str, str], now: datetime, max_skew_seconds: int = 900, *,
            region: str | None = None) -> AuthResult:
-    """Check the clock rules and the signature; ``region``, if given, must be the scope's."""
-    if region is not None and parsed.region != region:
-        raise _malformed(parsed.presigned,
-                         f"the region {parsed.region!r} is wrong; expecting {region!r}")
+    """Check the clock rules and the signature; ``region``, if given, must be the scope's
+    (:func:`check_region`)."""
+    if region is not None:
+        check_region(parsed, region)
     now = now if now.tzinfo else now.replace(tzinfo=UTC)
     signed_at = amz_time(parsed.amz_date)
     skew = timedelta(seconds=max_skew_seconds)
     if parsed.presigned:
-        if now + skew < signed_at:
+        if signed_at - now > skew:
             raise S3AuthError("AccessDenied", "Request is not valid yet")
-        if now > signed_at + timedelta(seconds=parsed.expires or 0):
+        if now - signed_at > timedelta(seconds=parsed.expires or 0):
             raise S3AuthError("AccessDenied", "Request has expired")
     elif abs(now - signed_at) > skew:
         raise S3AuthError("RequestTimeTooSkewed", "The difference between the request time and "
@@ -572,7 +387,7 @@ class ChunkedDecoder:
         if missing:
             raise _bad_trailer(f"declared trailer(s) missing: {', '.join(missing)}")
         if self._signed_trailer:
-            if signature is None or not _HEX64.fullmatch(signature):
+            if signature is None or not HEX64.fullmatch(signature):
                 raise _bad_trailer("the trailer lacks a valid x-amz-trailer-signature")
             canonical = "".join(f"{n}:{v}\n" for n, v in sorted(self._trailers.items()))
             self._expect(f"AWS4-HMAC-SHA256-TRAILER\n{self._auth.amz_date}\n{self._auth.scope}\n"
