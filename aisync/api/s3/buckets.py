@@ -25,6 +25,7 @@ from aisync.api.s3.xml import (
     common_headers,
     document,
     iso_time,
+    parse_xml,
     xml_response,
 )
 from aisync.util.errors import BucketAlreadyExists, NodeUnavailable
@@ -123,6 +124,8 @@ class BucketOps:
             body += chunk
             if len(body) > 1 << 16:
                 raise S3Error("MalformedXML", "the CreateBucketConfiguration is too large")
+        if body.strip() and parse_xml(body).tag != "CreateBucketConfiguration":
+            raise S3Error("MalformedXML", "expected a CreateBucketConfiguration document")
         try:
             await self._primary("PUT", f"/v1/buckets/{quote(s3.bucket, safe='')}")
         except BucketAlreadyExists:

@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 
 MAX_PART_NUMBER = 10_000
 _RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+_DECIMAL = re.compile(r"[0-9]{1,9}")  # ASCII digits only, and never a 5,000-digit int()
+
+
+def _decimal(raw: str) -> int | None:
+    """A client's count or number (part number, max-parts, ...); None unless plain digits."""
+    return int(raw) if _DECIMAL.fullmatch(raw) else None
 
 
 class MultipartOps:
@@ -96,11 +102,11 @@ class MultipartOps:
             ("Bucket", s3.bucket), ("Key", s3.key), ("UploadId", answer["upload_id"])]))
 
     def _part_number(self, s3: S3Request) -> int:
-        raw = s3.query.get("partNumber", "")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PART_NUMBER:
+        number = _decimal(s3.query.get("partNumber", ""))
+        if number is None or not 1 <= number <= MAX_PART_NUMBER:
             raise S3Error("InvalidArgument", "Part number must be an integer between 1 and "
                           "10000, inclusive", ArgumentName="partNumber")
-        return int(raw)
+        return number
 
     async def upload_part(self, s3: S3Request) -> web.Response:
         upload_id, part = self._upload_id(s3), self._part_number(s3)
@@ -157,10 +163,11 @@ class MultipartOps:
             raise S3Error("MalformedXML", "expected a CompleteMultipartUpload document")
         parts = []
         for element in root.findall("Part"):
-            number, etag = element.findtext("PartNumber"), element.findtext("ETag")
-            if number is None or not number.strip().isdigit() or etag is None:
+            number = _decimal((element.findtext("PartNumber") or "").strip())
+            etag = element.findtext("ETag")
+            if number is None or etag is None:
                 raise S3Error("MalformedXML", "each Part needs a PartNumber and an ETag")
-            parts.append({"part": int(number), "etag": etag.strip().strip('"')})
+            parts.append({"part": number, "etag": etag.strip().strip('"')})
         if not parts:
             raise S3Error("MalformedXML", "You must specify at least one part")
         answer = await self._call(s3, "POST", {"upload_id": upload_id, "complete": "1"},
@@ -182,10 +189,11 @@ class MultipartOps:
             params["part_marker"] = marker
         max_parts = s3.query.get("max-parts")
         if max_parts:
-            if not max_parts.isdigit():
+            count = _decimal(max_parts)
+            if count is None:
                 raise S3Error("InvalidArgument", "max-parts must be an integer",
                               ArgumentName="max-parts")
-            params["max_parts"] = str(min(int(max_parts), 1000))
+            params["max_parts"] = str(min(count, 1000))
         answer = await self._call(s3, "GET", params)
         parts = [("Part", [("PartNumber", p["part"]),
                            ("LastModified", iso_time(float(p.get("last_modified", 0)))),
@@ -225,11 +233,11 @@ class MultipartOps:
         key_marker = s3.query.get("key-marker", "")
         if key_marker:
             merged = [u for u in merged if u["name"] > key_marker]
-        raw_limit = s3.query.get("max-uploads", "1000")
-        if not raw_limit.isdigit():
+        raw_limit = _decimal(s3.query.get("max-uploads", "1000"))
+        if raw_limit is None:
             raise S3Error("InvalidArgument", "max-uploads must be an integer",
                           ArgumentName="max-uploads")
-        limit = min(int(raw_limit), 1000)
+        limit = min(raw_limit, 1000)
         page, truncated = merged[:limit], len(merged) > limit
         uploads = [("Upload", [("Key", u["name"]), ("UploadId", u["upload_id"]),
                                ("Initiator", OWNER), ("Owner", OWNER),

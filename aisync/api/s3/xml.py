@@ -3,8 +3,9 @@
 Every error an S3 client sees comes from :data:`ERRORS` (S3 code → HTTP status) through
 :func:`error_response`; :func:`s3_code` translates aisync's typed errors into those codes in
 one place. Documents are built with :mod:`xml.etree.ElementTree` (escaping included) in the
-S3 namespace; request bodies (Delete, CompleteMultipartUpload) are parsed with a size cap and
-with DTDs refused, so entity tricks never expand.
+S3 namespace (building is safe: only parsing untrusted bytes is not); request bodies (Delete,
+CompleteMultipartUpload, CreateBucketConfiguration) are parsed by :func:`parse_xml`, with
+defusedxml and a size cap.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import uuid
 from xml.etree import ElementTree as ET
 
 from aiohttp import web
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from aisync.util.errors import AisyncError
 
@@ -184,11 +187,17 @@ async def read_xml(request: web.BaseRequest) -> ET.Element:
 
 
 def parse_xml(body: bytes) -> ET.Element:
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise S3Error("MalformedXML", "DTDs and entities are not accepted")
+    """A request body as XML, parsed by defusedxml (namespace stripped from tags).
+
+    Any DTD is refused, whatever the document's encoding (UTF-16 included), so no entity is
+    ever expanded or fetched; so are bodies that are not well-formed or name an encoding the
+    parser cannot read. Every refusal is MalformedXML (400), as S3 answers.
+    """
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
+        root = defused_fromstring(body, forbid_dtd=True)
+    except DefusedXmlException:
+        raise S3Error("MalformedXML", "DTDs and entities are not accepted") from None
+    except (ET.ParseError, ValueError, LookupError) as exc:  # LookupError: unknown encoding
         raise S3Error("MalformedXML", f"the XML you provided was not well-formed: {exc}") \
             from None
     for element in root.iter():
