@@ -133,11 +133,13 @@ class LocalCluster:
         #: Signs this cluster's intra-cluster requests (tests forge with it, or without it).
         self.cluster_secret = secrets.token_urlsafe(32)
         self.command_prefix = list(command_prefix or [])
-        primary_port = free_port()
+        # Every node binds port 0 and the harness reads the bound port back from its log (no
+        # window in which another process could take a port chosen in advance); a restarted
+        # node keeps its port.
         for i in range(proxies):
-            self._add(f"proxy-{i}", "proxy", primary_port if i == 0 else free_port(), 0)
+            self._add(f"proxy-{i}", "proxy", 0, 0)
         for i in range(targets):
-            self._add(f"target-{i}", "target", free_port(), mountpaths)
+            self._add(f"target-{i}", "target", 0, mountpaths)
 
     @property
     def primary(self) -> Node:
@@ -169,8 +171,6 @@ class LocalCluster:
             "auth": {"admin_token": self.token, "cluster_secret": self.cluster_secret},
             "backends": {"tmp": {"provider": "fs", "root": FS_ROOT}},
         }
-        if self.nodes:
-            cfg["cluster"]["primary_url"] = self.nodes[0].url
         if role == "target":
             cfg["storage"] = {"mountpaths": [str(ndir / f"mp{i}") for i in range(mountpaths)]}
         for key, value in self.extra.items():
@@ -196,15 +196,50 @@ class LocalCluster:
     def start(self, timeout: float = 60.0) -> LocalCluster:
         try:
             self.start_node(self.primary)
+            self._learn_port(self.primary, timeout)
             wait_for(lambda: self._health(self.primary), timeout, "the primary proxy")
             for node in self.nodes[1:]:
+                self._edit_config(node, {"cluster": {"primary_url": self.primary.url}})
                 self.start_node(node)
+            for node in self.nodes[1:]:
+                self._learn_port(node, timeout)
             self.wait_ready(timeout)
         except BaseException:
             self.dump_logs()
             self.stop()
             raise
         return self
+
+    @staticmethod
+    def _edit_config(node: Node, changes: dict) -> None:
+        cfg = yaml.safe_load(node.config.read_text())
+        for key, value in changes.items():
+            if isinstance(value, dict):
+                cfg.setdefault(key, {}).update(value)
+            else:
+                cfg[key] = value
+        node.config.write_text(yaml.safe_dump(cfg))
+
+    def _learn_port(self, node: Node, timeout: float) -> None:
+        """A node started on port 0: its bound port, from the "serving at URL" record of its
+        log; written into its config so a restart binds it again."""
+        if node.port:
+            return
+
+        def bound() -> int | None:
+            if node.process is not None and node.process.poll() is not None:
+                raise RuntimeError(f"{node.id} exited with {node.process.returncode}:\n"
+                                   + node.log.read_text()[-3000:])
+            for line in node.log.read_text(errors="replace").splitlines():
+                if '"serving at' not in line and " serving at " not in line:
+                    continue
+                record = json.loads(line)
+                if record.get("logger") == "aisync.node" and record.get("url"):
+                    return urllib.parse.urlsplit(record["url"]).port
+            return None
+
+        node.port = wait_for(bound, timeout, f"{node.id} to report its port")
+        self._edit_config(node, {"port": node.port})
 
     def _health(self, node: Node) -> bool:
         if node.process is not None and node.process.poll() is not None:
