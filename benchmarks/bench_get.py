@@ -53,8 +53,11 @@ def need(tool: str) -> str:
     return path
 
 
-def wrk(url: str, connections: int, duration: float, paths_file: Path | None = None) -> dict:
+def wrk(url: str, connections: int, duration: float, paths_file: Path | None = None,
+        token: str | None = None) -> dict:
     cmd = [need("wrk"), "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    if token:
+        cmd += ["-H", f"Authorization: Bearer {token}"]
     env = dict(os.environ)
     if paths_file is not None:
         cmd += ["-s", str(HERE / "rotate.lua")]
@@ -100,17 +103,22 @@ http {{
     raise RuntimeError(f"nginx did not start; see {work}/nginx-error.log")
 
 
-def owner_of(endpoint: str, bucket: str, name: str) -> str:
+def signed_location(endpoint: str, bucket: str, name: str, token: str) -> tuple[str, str]:
+    """``(owner URL, signed path)``: where the proxy's 307 sends a native client's GET (the
+    path carries the proxy's signature, as every client of the data path gets it)."""
     import http.client
     from urllib.parse import urlparse
 
     u = urlparse(endpoint)
     conn = http.client.HTTPConnection(u.hostname, u.port)
-    conn.request("HEAD", f"/v1/objects/{bucket}/{name}")
+    conn.request("GET", f"/v1/objects/{bucket}/{name}",
+                 headers={"Authorization": f"Bearer {token}"})
     resp = conn.getresponse()
     resp.read()
     conn.close()
-    return resp.getheader("Location").split("/v1/")[0]
+    location = urlparse(resp.getheader("Location"))
+    path = location.path + (f"?{location.query}" if location.query else "")
+    return f"{location.scheme}://{location.netloc}", path
 
 
 def main() -> int:
@@ -135,14 +143,17 @@ def main() -> int:
     nginx = None
     results: dict = {"machine": {"cores": os.cpu_count()}, "runs": []}
     try:
-        env = dict(os.environ, AISYNC_HTTP__READ_WORKERS=str(args.read_workers))
+        # Signed redirects stay valid for the whole run (wrk replays the same Locations).
+        env = dict(os.environ, AISYNC_HTTP__READ_WORKERS=str(args.read_workers),
+                   AISYNC_AUTH__REDIRECT_TTL="2h")
         subprocess.run(aisync + ["cluster", "up", "--targets", "3", "--port", "0", "--detach",
                                  "--dir", str(cluster_dir)], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         endpoint = json.loads((cluster_dir / "cluster.json").read_text())["endpoint"]
+        token = (cluster_dir / "admin-token").read_text().strip()
         big = os.urandom(BIG)
         (www / "big").write_bytes(big)
-        with Client(endpoint) as client:
+        with Client(endpoint, token=token) as client:
             client.create_bucket("bench")
             client.put_object("bench", "big", big)
             names = [f"s/{i:05d}" for i in range(args.small_objects)]
@@ -151,13 +162,15 @@ def main() -> int:
                 client.put_object("bench", name, data)
                 (www / name).write_bytes(data)
         del big
-        owners: dict[str, list[str]] = {}
+        owners: dict[str, list[tuple[str, str]]] = {}
         for name in names:
-            owners.setdefault(owner_of(endpoint, "bench", name), []).append(name)
-        target_url, owned = max(owners.items(), key=lambda kv: len(kv[1]))
-        big_owner = owner_of(endpoint, "bench", "big")
+            owner, signed = signed_location(endpoint, "bench", name, token)
+            owners.setdefault(owner, []).append((name, signed))
+        target_url, owned_signed = max(owners.items(), key=lambda kv: len(kv[1]))
+        owned = [name for name, _ in owned_signed]
+        big_owner, big_signed = signed_location(endpoint, "bench", "big", token)
         aisync_paths = work / "aisync-paths.txt"
-        aisync_paths.write_text("".join(f"/v1/objects/bench/{n}\n" for n in owned))
+        aisync_paths.write_text("".join(f"{signed}\n" for _, signed in owned_signed))
         proxy_paths = work / "proxy-paths.txt"
         proxy_paths.write_text("".join(f"/v1/objects/bench/{n}?mode=reverse\n" for n in owned))
         nginx_paths = work / "nginx-paths.txt"
@@ -168,7 +181,7 @@ def main() -> int:
         cases = [
             ("64 MiB GET", "MiB/s", {
                 "nginx": (f"{ng}/big", None),
-                "aisync data path": (f"{big_owner}/v1/objects/bench/big", None),
+                "aisync data path": (f"{big_owner}{big_signed}", None),
                 "aisync via proxy": (f"{endpoint}/v1/objects/bench/big?mode=reverse", None)}),
             ("4 KiB GET", "ops/s", {
                 "nginx": (ng, nginx_paths),
@@ -185,8 +198,9 @@ def main() -> int:
             for conc in (1, 16):
                 base = None
                 for server, (url, paths) in servers.items():
-                    wrk(url, conc, 1.0, paths)  # warm-up
-                    r = wrk(url, conc, args.duration, paths)
+                    auth = token if "via proxy" in server else None
+                    wrk(url, conc, 1.0, paths, auth)  # warm-up
+                    r = wrk(url, conc, args.duration, paths, auth)
                     value = r["rps"] * BIG / 2**20 if unit == "MiB/s" else r["rps"]
                     base = value if server == "nginx" else base
                     ratio = value / base if base else 1.0

@@ -151,7 +151,9 @@ def main() -> int:
                                  "--dir", str(cluster_dir)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         servers["aisync"] = json.loads((cluster_dir / "cluster.json").read_text())["endpoint"]
-        subprocess.run(aisync + ["--endpoint", servers["aisync"], "auth", "key", "create",
+        token = (cluster_dir / "admin-token").read_text().strip()
+        subprocess.run(aisync + ["--endpoint", servers["aisync"], "--token", token,
+                                 "auth", "key", "create",
                                  "--access-key", AK, "--secret-key", SK], check=True,
                        stdout=subprocess.DEVNULL)
         nginx, nginx_port = start_nginx(www, work, writable=True)
