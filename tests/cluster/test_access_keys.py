@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import threading
 import uuid
 from pathlib import Path
@@ -28,7 +29,7 @@ from aisync.api.proxy import ProxyNode
 from aisync.client import Client
 from aisync.config import NodeConfig
 from aisync.util.errors import AccessKeyNotFound, AlreadyExists, InvalidArgument, NodeUnavailable
-from tests.harness import LocalCluster, free_port, http_json
+from tests.harness import TEST_TOKEN, LocalCluster, free_port, http_json, member_json
 
 GENERATED_KEY = re.compile(r"^AK[A-Z0-9]{18}$")
 GENERATED_SECRET = re.compile(r"^[A-Za-z0-9_-]{40}$")
@@ -60,7 +61,7 @@ class InProcessProxy:
     an event loop in a daemon thread; it joins ``primary_url`` (or is a primary itself)."""
 
     def __init__(self, base: Path, name: str, primary_url: str | None,
-                 key_cache_seconds: float) -> None:
+                 key_cache_seconds: float, cluster_secret: str) -> None:
         cluster = {"name": "test-zone"}
         if primary_url:
             cluster["primary_url"] = primary_url
@@ -69,6 +70,7 @@ class InProcessProxy:
             "data_dir": str(base / name), "cluster": cluster,
             "keepalive": {"interval": "300ms", "dead_after": "1500ms", "request_timeout": "1s"},
             "s3": {"key_cache_seconds": key_cache_seconds},
+            "auth": {"admin_token": TEST_TOKEN, "cluster_secret": cluster_secret},
         })
         self.url = self.config.url
         self.loop = asyncio.new_event_loop()
@@ -141,7 +143,7 @@ def sdk(other):
 def fresh(cluster, tmp_path_factory):
     """An extra non-primary proxy that never caches (``key_cache_seconds: 0``)."""
     proxy = InProcessProxy(tmp_path_factory.mktemp("fresh"), "proxy-fresh",
-                           cluster.primary.url, 0).start()
+                           cluster.primary.url, 0, cluster.cluster_secret).start()
     yield proxy
     proxy.stop()
 
@@ -150,7 +152,7 @@ def fresh(cluster, tmp_path_factory):
 def cached(cluster, tmp_path_factory):
     """An extra non-primary proxy that trusts an answer for an hour."""
     proxy = InProcessProxy(tmp_path_factory.mktemp("cached"), "proxy-cached",
-                           cluster.primary.url, 3600).start()
+                           cluster.primary.url, 3600, cluster.cluster_secret).start()
     yield proxy
     proxy.stop()
 
@@ -158,6 +160,11 @@ def cached(cluster, tmp_path_factory):
 def call(url: str, method: str, path: str, body: object = None) -> tuple[int, dict]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     return http_json(f"{url}{path}", method, data, timeout=30)
+
+
+def read_secret(cluster: LocalCluster, url: str, access_key: str) -> tuple[int, dict]:
+    """``GET /v1/auth/keys/{ak}/secret`` as a cluster member (the only callers it serves)."""
+    return member_json(cluster, url, "GET", f"/v1/auth/keys/{access_key}/secret")
 
 
 def create(url: str, body: object = None) -> dict:
@@ -188,8 +195,12 @@ def test_generated_pair_is_visible_through_both_proxies(cluster, other, via):
         assert entry == {"access_key": key["access_key"], "description": "",
                          "created": key["created"]}
         assert key["secret_key"] not in json.dumps(listing)
-        status, answer = call(proxy.url, "GET", f"/v1/auth/keys/{key['access_key']}/secret")
+        status, answer = read_secret(cluster, proxy.url, key["access_key"])
         assert (status, answer) == (200, {"secret_key": key["secret_key"]})
+        # the admin token does not open it: secrets are for members checking SigV4
+        status, err = call(proxy.url, "GET", f"/v1/auth/keys/{key['access_key']}/secret")
+        assert status == 401 and err["code"] == "Unauthorized", err
+        assert key["secret_key"] not in json.dumps(err)
 
 
 def test_given_pair_and_duplicates(cluster, other):
@@ -203,8 +214,8 @@ def test_given_pair_and_duplicates(cluster, other):
                            {"access_key": access_key, "secret_key": "another-secret"})
         assert status == 409 and err["code"] == "AlreadyExists", err
         assert "another-secret" not in json.dumps(err)
-    status, answer = call(cluster.primary.url, "GET", f"/v1/auth/keys/{access_key}/secret")
-    assert answer == {"secret_key": "s3cr3t/with+symbols="}  # the first pair stays
+    status, answer = read_secret(cluster, cluster.primary.url, access_key)
+    assert (status, answer) == (200, {"secret_key": "s3cr3t/with+symbols="})  # the first pair stays
     # one value given, the other generated
     only_key = create(other.url, {"access_key": unique("half")})
     assert GENERATED_SECRET.match(only_key["secret_key"])
@@ -246,7 +257,7 @@ def test_delete(cluster, other):
     for proxy in (other, cluster.primary):
         status, err = call(proxy.url, "DELETE", f"/v1/auth/keys/{ak}")
         assert status == 404 and err["code"] == "AccessKeyNotFound", err
-        status, err = call(proxy.url, "GET", f"/v1/auth/keys/{ak}/secret")
+        status, err = read_secret(cluster, proxy.url, ak)
         assert status == 404 and err["code"] == "AccessKeyNotFound", err
         listing = call(proxy.url, "GET", "/v1/auth/keys")[1]["keys"]
         assert ak not in {k["access_key"] for k in listing}
@@ -330,13 +341,14 @@ def test_changes_through_a_proxy_drop_its_own_cache_entry(cluster, cached):
 def test_unreachable_primary_is_node_unavailable(tmp_path):
     """An in-process primary with two proxies joined to it, then the primary stops: lookups
     raise NodeUnavailable (never "no such key"), except what a proxy has cached."""
-    primary = InProcessProxy(tmp_path, "mini-primary", None, 0).start()
+    secret = secrets.token_urlsafe(32)
+    primary = InProcessProxy(tmp_path, "mini-primary", None, 0, secret).start()
     proxies: list[InProcessProxy] = []
     try:
         assert primary.node is not None and primary.node.is_primary
-        no_cache = InProcessProxy(tmp_path, "mini-fresh", primary.url, 0).start()
+        no_cache = InProcessProxy(tmp_path, "mini-fresh", primary.url, 0, secret).start()
         proxies.append(no_cache)
-        hour = InProcessProxy(tmp_path, "mini-cached", primary.url, 3600).start()
+        hour = InProcessProxy(tmp_path, "mini-cached", primary.url, 3600, secret).start()
         proxies.append(hour)
         key = create(no_cache.url, {"description": "via a forwarding proxy"})
         ak = key["access_key"]
@@ -367,7 +379,7 @@ def test_no_secret_in_any_log(cluster):
     texts["in-process nodes"] = "\n".join(TAP.lines)
     assert "access key" in texts[cluster.primary.id]  # the logs were really written
     for where, text in texts.items():
-        for secret in SECRETS:
+        for secret in [*SECRETS, cluster.token, cluster.cluster_secret]:
             assert secret not in text, f"a secret reached the log of {where}"
     unhandled = [line for line in TAP.lines if "unhandled error" in line]
     assert not unhandled, unhandled
