@@ -12,11 +12,13 @@ import json
 import logging
 import re
 from email.utils import formatdate
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from aisync.storage.metadata import ObjectMetadata
-from aisync.util.errors import InvalidArgument, InvalidRange
+from aisync.util.errors import InvalidArgument, InvalidRange, NodeUnavailable
 from aisync.util.names import BucketRef, normalize_provider, validate_object_name
 
 #: Where the router puts a request's matched path values ({"bucket": ..., "name": ...}).
@@ -38,6 +40,14 @@ def error_response(request: web.BaseRequest, status: int, code: str, message: st
     return web.json_response(body, status=status, headers=headers)
 
 
+def node_server(handler, *, access_log: logging.Logger | None = None) -> web.Server:
+    """The HTTP server of every port a node listens on (its API, the S3-only port, a read
+    worker's). Request bodies reach handlers exactly as sent: aiohttp's ``auto_decompress`` is
+    off, so a PUT with ``Content-Encoding: gzip`` stores the bytes the client sent (S3 keeps
+    Content-Encoding as object metadata) and a body no decoder takes is never an error."""
+    return web.Server(handler, access_log=access_log, auto_decompress=False)
+
+
 @functools.lru_cache(maxsize=4096)
 def _cached_ref(name: str, provider: str, namespace: str) -> BucketRef:
     return BucketRef(name=name, provider=normalize_provider(provider), namespace=namespace)
@@ -56,18 +66,80 @@ def object_name(request: web.BaseRequest) -> str:
     return validate_object_name(request[MATCH].get("name", ""))
 
 
+#: The deepest nesting (objects and arrays) a JSON document a node is sent may have. Nothing
+#: aisync exchanges comes near it; a deeper document is refused before it can exhaust the
+#: parser's recursion (a RecursionError, once a 500).
+MAX_JSON_DEPTH = 64
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _too_deep(doc: Any) -> bool:
+    """Whether ``doc`` nests containers deeper than ``MAX_JSON_DEPTH`` (walked without
+    recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > MAX_JSON_DEPTH:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, level + 1) for child in children
+                     if isinstance(child, dict | list))
+    return False
+
+
+def parse_json(raw: bytes | str, what: str) -> Any:
+    """The one way a node reads JSON it is sent: request bodies, JSON headers and other nodes'
+    answers all come through here.
+
+    UTF-8, -16 or -32 (bytes are detected as ``json.loads`` does); ``NaN`` and ``Infinity``
+    are refused, and so is nesting deeper than :data:`MAX_JSON_DEPTH`. Raises only
+    ``InvalidArgument`` (400), naming ``what``."""
+    try:
+        doc = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise InvalidArgument(f"{what}: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # not JSON, not UTF-8, a number over Python's digit limit
+        raise InvalidArgument(f"{what}: not valid JSON ({exc})") from None
+    if isinstance(doc, dict | list) and _might_be_deep(raw) and _too_deep(doc):
+        raise InvalidArgument(f"{what}: nested deeper than {MAX_JSON_DEPTH} levels")
+    return doc
+
+
+def _might_be_deep(raw: bytes | str) -> bool:
+    """A cheap bound: fewer opening brackets than the limit cannot nest past it."""
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{") > MAX_JSON_DEPTH
+    return raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+
+
+def json_document(raw: bytes | str, what: str) -> dict:
+    """:func:`parse_json`, and the document must be a JSON object."""
+    doc = parse_json(raw, what)
+    if not isinstance(doc, dict):
+        raise InvalidArgument(f"{what}: the body must be a JSON object")
+    return doc
+
+
 async def json_object(request: web.BaseRequest, what: str, *, required: bool = True) -> dict:
-    """The request body as a JSON object; ``InvalidArgument`` (400) for anything else. An absent
-    body is ``{}`` when not ``required``."""
+    """The request body as a JSON object (see :func:`parse_json`); ``InvalidArgument`` (400)
+    for anything else. An absent body is ``{}`` when not ``required``."""
     if not required and not request.body_exists:
         return {}
+    return json_document(await request.read(), what)
+
+
+async def json_answer(response: aiohttp.ClientResponse, who: str) -> Any:
+    """Another node's JSON answer, read with :func:`parse_json` whatever its status. A document
+    that is not JSON (or too deep) is that node's fault: ``NodeUnavailable`` (503), naming
+    ``who``."""
+    raw = await response.read()
     try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidArgument(f"{what}: the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidArgument(f"{what}: the body must be a JSON object")
-    return body
+        return parse_json(raw, f"the answer of {who}")
+    except InvalidArgument as exc:
+        raise NodeUnavailable(exc.message) from None
 
 
 def int_query(request: web.BaseRequest, key: str, default: int, lo: int, hi: int) -> int:
@@ -137,20 +209,41 @@ STORED_HEADERS = ("Cache-Control", "Content-Disposition", "Content-Encoding",
                   "Content-Language", "Expires")
 
 
+#: What a header value may hold: no control characters (CR, LF, NUL), no lone surrogates.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\ud7ff\ue000-\U0010ffff]*")
+_META_KEY = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _stored_attrs(doc: dict) -> dict:
+    """The attributes an object may store, checked for shape: every later GET sends them as
+    headers, so a value a response cannot carry (CR, LF, a number) is refused at the PUT."""
+    attrs: dict = {}
+    kind = doc.get("type")
+    if kind:
+        if not isinstance(kind, str) or not _HEADER_VALUE.fullmatch(kind):
+            raise InvalidArgument("X-Aisync-Attrs: type must be a header value")
+        attrs["type"] = kind
+    stored = {h.lower(): h for h in STORED_HEADERS}
+    for field, valid_key in (("meta", _META_KEY.fullmatch),
+                             ("headers", lambda k: k.lower() in stored)):
+        value = doc.get(field)
+        if not value:
+            continue
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and valid_key(k) and isinstance(v, str)
+                and _HEADER_VALUE.fullmatch(v) for k, v in value.items()):
+            raise InvalidArgument(f"X-Aisync-Attrs: {field} must map header names to values")
+        attrs[field] = value if field == "meta" else {stored[k.lower()]: v
+                                                        for k, v in value.items()}
+    return attrs
+
+
 def put_attrs(request: web.BaseRequest) -> tuple[dict, str | None]:
     """The S3 attributes a PUT carries (from the S3 front end): ``X-Aisync-Attrs`` (JSON:
-    type, meta, headers) and ``X-Aisync-Md5`` (``want``: compute the MD5 ETag; hex: also check
-    the content against it). Returns (attrs, md5 or None)."""
+    type, meta, headers; see :func:`_stored_attrs`) and ``X-Aisync-Md5`` (``want``: compute the
+    MD5 ETag; hex: also check the content against it). Returns (attrs, md5 or None)."""
     raw = request.headers.get("X-Aisync-Attrs")
-    attrs: dict = {}
-    if raw:
-        try:
-            attrs = json.loads(raw)
-        except ValueError:
-            raise InvalidArgument("X-Aisync-Attrs is not JSON") from None
-        if not isinstance(attrs, dict):
-            raise InvalidArgument("X-Aisync-Attrs must be a JSON object")
-        attrs = {k: v for k, v in attrs.items() if k in ("type", "meta", "headers") and v}
+    attrs = _stored_attrs(json_document(raw, "X-Aisync-Attrs")) if raw else {}
     md5 = request.headers.get("X-Aisync-Md5")
     if md5 is not None:
         md5 = "" if md5 == "want" else md5.lower()
@@ -171,15 +264,27 @@ def source_headers(version) -> dict[str, str]:
     return headers
 
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+#: Positions of more digits than this are past the end of any object: they are compared, never
+#: converted (an int() of 4,301 digits or more raises; this bound keeps every one cheap).
+MAX_POSITION_DIGITS = 20
+BEYOND_ANY_SIZE = 10 ** MAX_POSITION_DIGITS
+
+
+def _position(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return BEYOND_ANY_SIZE if len(digits) > MAX_POSITION_DIGITS else int(digits)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """``(offset, length)`` for a single-range ``Range`` header, or None for the whole object.
 
-    Follows RFC 9110: ``A-B``, ``A-`` and ``-N``; an end past the size is clamped; a start at or
-    past the size is unsatisfiable (416). Multi-range requests are answered with the whole object,
-    which the RFC allows.
+    Follows RFC 9110: ``A-B``, ``A-`` and ``-N`` (ASCII digits); an end past the size is
+    clamped; a start at or past the size is unsatisfiable (416); a suffix longer than the
+    object is the whole object. A position of any length is read as a number: one of more
+    than :data:`MAX_POSITION_DIGITS` digits is past the end (a start: 416; an end or suffix:
+    clamped), exactly as its value would be. Multi-range requests are answered with the whole
+    object, which the RFC allows.
     """
     if not header:
         return None
@@ -187,20 +292,22 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not match:
         if header.strip().startswith("bytes=") and "," in header:
             return None
-        raise InvalidRange(f"malformed Range header {header!r}")
+        raise InvalidRange(f"malformed Range header {header[:100]!r}")
     start_s, end_s = match.groups()
     if start_s == "" and end_s == "":
-        raise InvalidRange(f"malformed Range header {header!r}")
+        raise InvalidRange(f"malformed Range header {header[:100]!r}")
     if start_s == "":
-        suffix = int(end_s)
+        suffix = _position(end_s)
         if suffix == 0:
             raise InvalidRange("a zero-length suffix range is unsatisfiable", size=size)
         start = max(0, size - suffix)
         return start, size - start
-    start = int(start_s)
-    end = size - 1 if end_s == "" else min(int(end_s), size - 1)
-    if start >= size or (end_s != "" and int(end_s) < start):
-        raise InvalidRange(f"range {header!r} is not satisfiable for {size} bytes", size=size)
+    start = _position(start_s)
+    last = None if end_s == "" else _position(end_s)
+    if start >= size or (last is not None and last < start):
+        raise InvalidRange(f"range {header[:100]!r} is not satisfiable for {size} bytes",
+                           size=size)
+    end = size - 1 if last is None else min(last, size - 1)
     return start, end - start + 1
 
 
