@@ -15,6 +15,7 @@ import socket
 
 from aiohttp import web
 
+from aisync.api.common import node_server
 from aisync.config import NodeConfig
 from aisync.util.log import setup_logging
 
@@ -48,7 +49,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    server = web.Server(node.router, access_log=log if config.logging.access_log else None)
+    server = node_server(node.router, access_log=log if config.logging.access_log else None)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     try:

@@ -21,6 +21,7 @@ from aisync.api.common import (
     bucket_ref,
     int_query,
     json_object,
+    node_server,
     object_name,
     page_limit,
 )
@@ -106,7 +107,7 @@ class ProxyNode(NodeRuntime):
             return
         only_s3 = Router()
         only_s3.set_fallback(self.s3, expect=self.s3.expect)
-        s3_runner = web.ServerRunner(web.Server(only_s3), handle_signals=False,
+        s3_runner = web.ServerRunner(node_server(only_s3), handle_signals=False,
                                      shutdown_timeout=5.0)
         await s3_runner.setup()
         self._stack.push_async_callback(s3_runner.cleanup)

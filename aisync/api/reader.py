@@ -29,6 +29,7 @@ from aisync.api.common import (
     bool_query,
     bucket_ref,
     misdirected_put,
+    node_server,
     object_name,
 )
 from aisync.api.files import file_response, small_response
@@ -145,7 +146,7 @@ class ReadWorker:
         # above sign themselves).
         self.session = aiohttp.ClientSession(
             connector=aiohttp.UnixConnector(path=str(control_socket(self.config)), limit=256))
-        runner = web.ServerRunner(web.Server(self.router, access_log=None),
+        runner = web.ServerRunner(node_server(self.router),
                                   handle_signals=False, shutdown_timeout=5.0)
         await runner.setup()
         try:

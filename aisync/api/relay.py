@@ -1,4 +1,6 @@
-"""Stream one HTTP request to another node and its answer back, without buffering either.
+"""Stream one HTTP request to another node and its answer back, without buffering or decoding
+either: bodies pass byte for byte, ``Content-Encoding`` included (an object stored gzip-encoded
+is relayed as stored, never inflated on the way).
 
 Used by the proxy's reverse mode (client → proxy → target) and by a target's read workers
 (client → worker → the target's main process, over a unix socket).
@@ -29,7 +31,7 @@ async def relay(session: aiohttp.ClientSession, request: web.BaseRequest, url: s
     body = request.content.iter_any() if request.body_exists else None
     try:
         async with session.request(request.method, url, headers=headers, data=body,
-                                   allow_redirects=False,
+                                   allow_redirects=False, auto_decompress=False,
                                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as up:
             out = web.StreamResponse(status=up.status, reason=up.reason)
             for key, value in up.headers.items():

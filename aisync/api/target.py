@@ -106,9 +106,11 @@ class ColdResponse(web.StreamResponse):
 
 
 def _put_headers(meta: ObjectMetadata) -> dict[str, str]:
-    """The stored object's headers on a PUT's JSON answer (its own Content-Type stays)."""
+    """The stored object's headers on a PUT's JSON answer (its own Content-Type stays, and no
+    stored Content-Encoding claims to apply to the JSON)."""
     headers = object_headers(meta)
     headers.pop("Content-Type", None)
+    headers.pop("Content-Encoding", None)
     return headers
 
 

@@ -64,6 +64,13 @@ def attrs_of(headers) -> dict:
     meta = {k[11:].lower(): v for k, v in headers.items() if k.lower().startswith("x-amz-meta-")}
     attrs: dict = {"type": headers.get("Content-Type") or "binary/octet-stream"}
     stored = {h: headers[h] for h in STORED_HEADERS if h in headers}
+    if "Content-Encoding" in stored:  # aws-chunked frames this request's body, not the object
+        codings = [c.strip() for c in stored["Content-Encoding"].split(",")
+                   if c.strip() and c.strip().lower() != "aws-chunked"]
+        if codings:
+            stored["Content-Encoding"] = ",".join(codings)
+        else:
+            del stored["Content-Encoding"]
     if meta:
         attrs["meta"] = meta
     if stored:
@@ -116,12 +123,14 @@ class ObjectOps:
 
     def open_source(self, ref, key: str, headers: dict[str, str] | None = None,
                     method: str = "GET"):
-        """A streamed GET (or HEAD) of an object at its owner: the response context manager."""
+        """A streamed GET (or HEAD) of an object at its owner: the response context manager.
+        The body is the stored bytes, never decoded (``Content-Encoding`` is the object's
+        metadata, for the client to apply)."""
         fe = self.fe
         owner = fe.owner(ref, key)
         return fe.session.request(method, fe.object_url(owner, ref, key),
                                   params=fe.bucket_params(ref), headers=headers or {},
-                                  timeout=STREAM_TIMEOUT)
+                                  timeout=STREAM_TIMEOUT, auto_decompress=False)
 
     # -- reads --
     async def get(self, s3: S3Request) -> web.StreamResponse:
@@ -263,7 +272,7 @@ class ObjectOps:
         try:
             async with fe.session.put(fe.object_url(owner, ref, key),
                                       params=fe.bucket_params(ref), headers=headers, data=body,
-                                      timeout=STREAM_TIMEOUT) as up:
+                                      timeout=STREAM_TIMEOUT, auto_decompress=False) as up:
                 await fe.raise_for(up, "target")
                 await up.read()
                 return up.headers
