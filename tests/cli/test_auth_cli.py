@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from aisync.cli.main import cli
 from aisync.client import Client
-from tests.harness import REPO, LocalCluster, free_port, http_json
+from tests.harness import REPO, LocalCluster, free_port, member_json
 from tests.harness import cli_ok as ok
 
 COMMANDS = [["auth"], ["auth", "key"], ["auth", "key", "create"], ["auth", "key", "ls"],
@@ -67,7 +67,9 @@ def fields(text: str) -> dict[str, str]:
 
 
 def secret_on_primary(cluster, access_key: str) -> tuple[int, dict]:
-    return http_json(f"{cluster.primary.url}/v1/auth/keys/{access_key}/secret")
+    """The secret as the primary tells it to a member (no client may read it)."""
+    return member_json(cluster, cluster.primary.url, "GET",
+                       f"/v1/auth/keys/{access_key}/secret")
 
 
 def unique(prefix: str) -> str:
@@ -166,8 +168,9 @@ def test_unreachable_endpoint(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "error: " in r.stderr and "Traceback" not in r.output
 
 
-def test_the_installed_command(endpoint, tmp_path):
-    """The same commands as a user runs them: a separate ``python -m aisync`` process."""
+def test_the_installed_command(endpoint, cluster, tmp_path):
+    """The same commands as a user runs them: a separate ``python -m aisync`` process, with the
+    token in ``AISYNC_TOKEN``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AISYNC_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["AISYNC_CLUSTER_DIR"] = str(tmp_path / "none")
@@ -176,6 +179,10 @@ def test_the_installed_command(endpoint, tmp_path):
         return subprocess.run([sys.executable, "-m", "aisync", "--endpoint", endpoint, *args],
                               capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
 
+    proc = aisync("auth", "key", "ls")  # no token anywhere: refused, and the error says why
+    assert proc.returncode == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert "token" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    env["AISYNC_TOKEN"] = cluster.token
     ak = unique("proc")
     proc = aisync("auth", "key", "create", "--access-key", ak, "--json")
     assert proc.returncode == 0, proc.stderr
