@@ -93,10 +93,12 @@ class MemberSigner:
 class MemberVerifier:
     """Checks intra-cluster signatures and remembers nonces for the replay window."""
 
-    def __init__(self, secret: bytes, max_clock_skew: float) -> None:
+    def __init__(self, secret: bytes, max_clock_skew: float,
+                 max_nonces: int = MAX_NONCES) -> None:
         self._secret = secret
         self._skew_ms = int(max_clock_skew * 1000)
-        self._nonces: TTLCache[str, bool] = TTLCache(MAX_NONCES, ttl=2 * max_clock_skew)
+        self._max_nonces = max_nonces
+        self._nonces: TTLCache[str, bool] = TTLCache(max_nonces, ttl=2 * max_clock_skew)
 
     @staticmethod
     def is_signed(headers: Mapping[str, str]) -> bool:
@@ -122,9 +124,9 @@ class MemberVerifier:
                                   "(are the nodes' clocks in sync?)")
         if nonce in self._nonces:
             raise Unauthenticated("replayed intra-cluster request")
-        if len(self._nonces) >= MAX_NONCES:
+        if len(self._nonces) >= self._max_nonces:
             self._nonces.expire()
-            if len(self._nonces) >= MAX_NONCES:
+            if len(self._nonces) >= self._max_nonces:
                 raise NodeUnavailable("too many signed requests within the replay window")
         self._nonces[nonce] = True
         return member, digest
