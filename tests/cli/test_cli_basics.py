@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -128,6 +129,10 @@ def test_node_runs_with_flag_overrides_and_exits_0_on_sigterm(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AISYNC_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["AISYNC_ENDPOINT"] = "http://127.0.0.1:1"  # CLI-only: must not break node config
+    # the credentials as operators hand them to a node: environment overrides, not the file
+    token, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+    env["AISYNC_AUTH__ADMIN_TOKEN"] = token
+    env["AISYNC_AUTH__CLUSTER_SECRET"] = secret
     log = tmp_path / "node.log"
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as out:
@@ -147,15 +152,40 @@ def test_node_runs_with_flag_overrides_and_exits_0_on_sigterm(tmp_path):
         assert status == 200
         assert (health["status"], health["role"], health["cluster"]) == ("ok", "proxy", "zone-b")
         assert http_json(f"{url}/v1/health/ready")[0] == 503  # a proxy without targets
+        # the token from the environment is the one the node wants
+        assert http_json(f"{url}/v1/cluster/map", token=token)[0] == 200
+        assert http_json(f"{url}/v1/cluster/map", token=None)[0] == 401
+        assert http_json(f"{url}/v1/cluster/map", token=token + "x")[0] == 401
         assert not port_in_use(file_port)  # --port won over the file's port
         assert (tmp_path / "data").is_dir() and not (tmp_path / "file-data").exists()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        assert "Traceback" not in log.read_text()
+        text = log.read_text()
+        assert "Traceback" not in text and token not in text and secret not in text
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("missing", ["AISYNC_AUTH__ADMIN_TOKEN", "AISYNC_AUTH__CLUSTER_SECRET"])
+def test_node_without_credentials_refuses_to_start(tmp_path, missing):
+    """Auth is on by default: a node given no token (or no cluster secret) exits 2 with a
+    message naming the setting, instead of serving an open cluster."""
+    cfg_file = tmp_path / "n.yaml"
+    cfg_file.write_text(yaml.safe_dump({
+        "role": "proxy", "port": 0, "host": "127.0.0.1", "data_dir": str(tmp_path / "data"),
+        "logging": {"format": "json"}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AISYNC_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["AISYNC_AUTH__ADMIN_TOKEN"] = secrets.token_urlsafe(24)
+    env["AISYNC_AUTH__CLUSTER_SECRET"] = secrets.token_urlsafe(32)
+    del env[missing]
+    proc = subprocess.run([sys.executable, "-m", "aisync", "node", "--config", str(cfg_file)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    setting = missing.removeprefix("AISYNC_AUTH__").lower()
+    assert f"auth.{setting}" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_plan_cluster_writes_loadable_configs(tmp_path):
@@ -178,6 +208,30 @@ def test_plan_cluster_writes_loadable_configs(tmp_path):
             assert [Path(m) for m in cfg.storage.mountpaths] == [plan.dir / "mp0",
                                                                  plan.dir / "mp1"]
             assert all(Path(m).is_dir() for m in cfg.storage.mountpaths)
+    # one token and one cluster secret for every node, kept beside the nodes (mode 0600, the
+    # value alone), and only this user may read the configs that hold them
+    cluster_dir = tmp_path / "c"
+    token = only_value(cluster_dir / "admin-token")
+    secret = only_value(cluster_dir / "cluster-secret")
+    assert len(token) >= 32 and len(secret) >= 32 and token != secret
+    for plan in plans:
+        cfg = load_node_config(plan.config_path, environ={})
+        assert cfg.auth.enabled
+        assert cfg.auth.admin_token.get_secret_value() == token
+        assert cfg.auth.cluster_secret.get_secret_value() == secret
+        assert plan.config_path.stat().st_mode & 0o777 == 0o600
+    # planned again (a restart): the same credentials
+    again = plan_cluster(cluster_dir, targets=3, proxies=1, mountpaths=2, ports=ports)
+    assert {p.config["auth"]["admin_token"] for p in again} == {token}
+    assert {p.config["auth"]["cluster_secret"] for p in again} == {secret}
+
+
+def only_value(path: Path) -> str:
+    """The one value a credentials file holds; the file is this user's alone."""
+    assert path.stat().st_mode & 0o777 == 0o600, oct(path.stat().st_mode)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 and lines[0] == lines[0].strip() and lines[0], lines
+    return lines[0]
 
 
 def test_child_env_drops_cli_and_identity_vars(monkeypatch):
