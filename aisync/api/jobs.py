@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import MATCH, json_object, page_limit
+from aisync.api.common import MATCH, json_answer, json_object, page_limit
 from aisync.auth import Access
 from aisync.backends.base import ListEntry, VersionToken
 from aisync.cluster.maps import BucketProps
@@ -248,7 +248,7 @@ class ProxyJobs:
                 try:
                     async with session.get(f"{url}/v1/buckets/{props.name}",
                                            params=query) as resp:
-                        body = await resp.json()
+                        body = await json_answer(resp, f"target at {url}")
                         if resp.status != 200:
                             raise error_from_dict(resp.status, body)
                 except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -291,7 +291,7 @@ class ProxyJobs:
         try:
             async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=10)) as resp:
-                answer = await resp.json()
+                answer = await json_answer(resp, f"target {target}")
                 if resp.status != 200:
                     raise error_from_dict(resp.status, answer)
                 return answer["results"]
@@ -339,7 +339,7 @@ class ProxyJobs:
                 async with self.node.session.get(
                         f"{url}/v1/buckets/{name}/changes", params=query,
                         timeout=aiohttp.ClientTimeout(total=60)) as resp:
-                    body = await resp.json()
+                    body = await json_answer(resp, f"the remote proxy at {url}")
                     if resp.status != 200:
                         raise error_from_dict(resp.status, body)
                     return body

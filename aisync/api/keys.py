@@ -39,7 +39,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import MATCH, json_object
+from aisync.api.common import MATCH, json_object, parse_json
 from aisync.auth import Access
 from aisync.catalog import ACCESS_KEY_RE, check_access_key, check_description, check_secret_key
 from aisync.util.errors import (
@@ -222,8 +222,8 @@ class ProxyKeys:
                 f"primary proxy at {primary} is unreachable: cannot look up access keys"
             ) from exc
         try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
+            body = parse_json(raw, "the primary's answer") if raw else {}
+        except InvalidArgument:
             body = {}
         if not isinstance(body, dict):
             body = {}

@@ -42,6 +42,7 @@ import time
 from functools import cache
 
 from aisync.cluster.maps import NodeInfo
+from aisync.util.jsondoc import parse_json
 from aisync.util.names import BucketRef
 
 log = logging.getLogger("aisync.localread")
@@ -232,7 +233,7 @@ class LocalReads:
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                 raise ValueError("answer truncated")
             head, _, body = message.partition(b"\n")
-            doc = json.loads(head)
+            doc = parse_json(head, "the target's local-read answer")
             if "fallback" in doc:
                 return None
             answer = LocalAnswer(status=int(doc["status"]), headers=dict(doc["headers"]),

@@ -17,7 +17,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aisync.api.common import content_range, object_headers, parse_range
+from aisync.api.common import content_range, object_headers, parse_json, parse_range
 from aisync.api.localread import (
     INLINE_MAX,
     LocalReadStats,
@@ -116,7 +116,7 @@ class LocalReadServer:
     async def _answer(self, message: bytes) -> tuple[bytes, int | None]:
         """The answer to one request, and the descriptor to send with it (ours to close)."""
         try:
-            request = json.loads(message)
+            request = parse_json(message, "a local-read request")
             ref = BucketRef(request["bucket"], request.get("provider", "ais"),
                             request.get("namespace", ""))
             name, head = str(request["name"]), bool(request.get("head"))

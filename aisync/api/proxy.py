@@ -20,6 +20,7 @@ from aisync.api.common import (
     bool_query,
     bucket_ref,
     int_query,
+    json_answer,
     json_object,
     node_server,
     object_name,
@@ -292,7 +293,7 @@ class ProxyNode(NodeRuntime):
         async def one(target: NodeInfo) -> dict:
             try:
                 async with self.session.get(f"{target.url}{path}", params=params) as resp:
-                    body = await resp.json()
+                    body = await json_answer(resp, f"target {target.id}")
                     if resp.status != 200:
                         raise AisyncError(body.get("message", "target error"))
                     return body
@@ -451,8 +452,8 @@ class ProxyNode(NodeRuntime):
             try:
                 async with self.session.get(f"{node.url}/v1/node/status",
                                             timeout=aiohttp.ClientTimeout(total=3)) as resp:
-                    return await resp.json()
-            except (aiohttp.ClientError, TimeoutError, ValueError):
+                    return await json_answer(resp, f"node {node.id}")
+            except (aiohttp.ClientError, TimeoutError, ValueError, NodeUnavailable):
                 return {"id": node.id, "role": node.role, "url": node.url,
                         "state": "unreachable", "primary": node.id == cmap.primary}
 

@@ -28,6 +28,7 @@ from aiohttp import web
 from aisync.api.common import (
     bool_query,
     bucket_ref,
+    json_answer,
     misdirected_put,
     node_server,
     object_name,
@@ -80,7 +81,7 @@ class ReadWorker:
                 async with self.session.get(f"{MAIN}{path}",
                                             middlewares=self.gate.client_middlewares()) as resp:
                     if resp.status == 200:
-                        doc = kind.model_validate(await resp.json())
+                        doc = kind.model_validate(await json_answer(resp, "the target's main process"))
                         if kind is ClusterMap:
                             self.cmap = doc
                         else:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import MATCH, json_object
+from aisync.api.common import MATCH, json_answer, json_object
 from aisync.auth import Access
 from aisync.cluster.maps import BucketProps
 from aisync.util.errors import (
@@ -62,9 +62,9 @@ class ProxyRemotes:
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 if resp.status != 200:
                     return None
-                body = await resp.json()
+                body = await json_answer(resp, f"the remote proxy at {url}")
                 return body if isinstance(body, dict) and "uuid" in body else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, TimeoutError, ValueError, NodeUnavailable):
             return None
 
     async def handle_attach(self, request: web.BaseRequest) -> web.Response:
@@ -152,6 +152,6 @@ class ProxyRemotes:
         params = {"provider": "ais", "namespace": ref.namespace}
         async with session.put(url, params=params) as resp:
             if resp.status not in (201, 409):
-                raise error_from_dict(resp.status, await resp.json())
+                raise error_from_dict(resp.status, await json_answer(resp, "the primary"))
         bmap = self.node.state.bmap
         return bmap.get(ref) if bmap is not None else None

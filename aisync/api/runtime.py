@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import bucket_ref, json_object
+from aisync.api.common import bucket_ref, json_answer, json_object
 from aisync.api.localread import host_identity
 from aisync.api.router import Router
 from aisync.auth import Access, Gate
@@ -132,7 +132,7 @@ class NodeRuntime:
             try:
                 assert self.session is not None
                 async with self.session.post(f"{primary}/v1/cluster/join", json=body) as resp:
-                    answer = await resp.json()
+                    answer = await json_answer(resp, f"the primary at {primary}")
                     if resp.status == 200:
                         await self.state.apply(ClusterMap.model_validate(answer["cluster_map"]),
                                                BucketMap.model_validate(answer["bucket_map"]))

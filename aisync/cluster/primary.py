@@ -34,6 +34,7 @@ from aisync.util.errors import (
     ScheduleNotFound,
     describe_validation,
 )
+from aisync.util.jsondoc import parse_json
 from aisync.util.names import BucketRef
 
 log = logging.getLogger("aisync.primary")
@@ -124,8 +125,8 @@ class Primary:
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 if resp.status != 200:
                     return False
-                body = await resp.json()
-                return body.get("id") == node.id
+                body = parse_json(await resp.read(), f"the health of {node.id}")
+                return isinstance(body, dict) and body.get("id") == node.id
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             return False
 

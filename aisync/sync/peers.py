@@ -19,7 +19,6 @@ to the client); the next read tries again.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ from aisync.backends.base import (
 )
 from aisync.sync.versions import same_version
 from aisync.util.errors import BackendError
+from aisync.util.jsondoc import parse_json
 
 log = logging.getLogger("aisync.peers")
 
@@ -106,7 +106,7 @@ def peer_token(headers: Any) -> VersionToken | None:
     if not raw:
         return None
     try:
-        data = json.loads(raw)
+        data = parse_json(raw, SOURCE_TOKEN_HEADER)
         return VersionToken.from_dict(data) if isinstance(data, dict) else None
     except (ValueError, TypeError):
         return None

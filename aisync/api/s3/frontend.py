@@ -33,7 +33,8 @@ from aisync.api.localread import LocalReads
 from aisync.api.s3 import sigv4
 from aisync.api.s3.xml import ERRORS, S3Error, error_response, s3_code
 from aisync.cluster.maps import BucketProps, NodeInfo
-from aisync.util.errors import AisyncError, NodeUnavailable, error_from_dict
+from aisync.util.errors import AisyncError, InvalidArgument, NodeUnavailable, error_from_dict
+from aisync.util.jsondoc import parse_json
 from aisync.util.names import BucketRef, validate_object_name
 
 if TYPE_CHECKING:
@@ -283,8 +284,8 @@ class S3Frontend:
         if resp.status < 400:
             return
         try:
-            body = await resp.json(content_type=None)
-        except (ValueError, aiohttp.ClientError):
+            body = parse_json(await resp.read(), f"the answer of the {who}")
+        except (InvalidArgument, aiohttp.ClientError):
             body = {}
         if not isinstance(body, dict):
             body = {}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from aisync.api.common import json_answer
 from aisync.api.s3.body import VerifiedBody, content_md5_hex
 from aisync.api.s3.objects import (
     CHUNK,
@@ -43,7 +44,9 @@ if TYPE_CHECKING:
     from aisync.api.s3.frontend import S3Frontend, S3Request
 
 MAX_PART_NUMBER = 10_000
-_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$")
+#: x-amz-copy-source-range: ASCII digits, at most 20 (no object is 10**20 bytes long), so
+#: int() is cheap and cannot hit the 4,300-digit limit.
+_RANGE = re.compile(r"^bytes=([0-9]{1,20})-([0-9]{1,20})$")
 _DECIMAL = re.compile(r"[0-9]{1,9}")  # ASCII digits only, and never a 5,000-digit int()
 
 
@@ -80,7 +83,7 @@ class MultipartOps:
                                           json=json_body, headers=headers, data=data,
                                           timeout=STREAM_TIMEOUT) as resp:
                 await fe.raise_for(resp, "target")
-                return await resp.json(content_type=None) if resp.status != 204 else {}
+                return await json_answer(resp, f"target {owner.id}") if resp.status != 204 else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
             failed = getattr(data, "error", None)
             if failed is not None:
@@ -221,7 +224,7 @@ class MultipartOps:
                 async with fe.session.get(url, params={**fe.bucket_params(ref),
                                                        "prefix": prefix}) as resp:
                     await fe.raise_for(resp, "target")
-                    return (await resp.json())["uploads"]
+                    return (await json_answer(resp, f"target {target.id}"))["uploads"]
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
                 raise NodeUnavailable(f"target {target.id} did not list uploads: {exc}") \
                     from exc
