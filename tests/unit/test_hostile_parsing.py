@@ -43,7 +43,8 @@ def test_json_at_the_limit_parses():
     assert parse_json(json.dumps(wide), "body") == wide
 
 
-@pytest.mark.parametrize("raw", [b"NaN", b'{"a": Infinity}', b"[-Infinity]", b"{", b"",
+@pytest.mark.parametrize("raw", [b"NaN", b'{"a": Infinity}', b"[-Infinity]", b"[1e999]",
+                                 b'{"a": -1.5e400}', b"{", b"",
                                  b'{"a": 1} trailing', b"\xff\xfe\xfa", b'{"a": "\xc3\x28"}',
                                  b"1" * 5_000, b'{"a": ' + b"9" * 4_301 + b"}"])
 def test_not_json_is_invalid_argument(raw):
