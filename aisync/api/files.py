@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import select
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 
 from aisync.api.common import content_range, object_headers, parse_range
 from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import OpenObject
+
+T = TypeVar("T")
 
 
 class OpenFile(Protocol):
@@ -56,8 +59,9 @@ class FdResponse(web.StreamResponse):
 async def send_file_range(request: web.BaseRequest, writer, fobj, offset: int,
                           count: int) -> None:
     """``count`` bytes of ``fobj`` from ``offset`` to the client with zero-copy ``sendfile``:
-    the event loop's where it has one (asyncio), else ours in a worker thread (uvloop, which
-    proxies run, has none); reads in the default executor only where neither works."""
+    the event loop's where it has one (asyncio), else ours in a worker thread on descriptors of
+    its own (uvloop, which proxies run, has none: :func:`run_with_duplicated_fds`); reads in the
+    default executor only where neither works."""
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("connection lost")
@@ -71,8 +75,10 @@ async def send_file_range(request: web.BaseRequest, writer, fobj, offset: int,
     if hasattr(os, "sendfile") and sock is not None:
         writer.send_headers()  # aiohttp may still hold them back for the first body write
         await flushed(transport)
-        await loop.run_in_executor(None, sendfile_blocking, sock.fileno(), fobj.fileno(),
-                                   offset, count)
+        if transport.is_closing():
+            raise ConnectionResetError("connection lost")
+        await run_with_duplicated_fds(sendfile_blocking, (sock.fileno(), fobj.fileno()),
+                                      offset, count)
         return
     while count:
         chunk = await loop.run_in_executor(None, os.pread, fobj.fileno(), min(count, 1 << 20),
@@ -91,6 +97,43 @@ async def flushed(transport) -> None:
         if transport.is_closing():
             raise ConnectionResetError("connection lost")
         await asyncio.sleep(0.0005)
+
+
+async def run_with_duplicated_fds(func: Callable[..., T], fds: tuple[int, ...], *args) -> T:
+    """``func(*duplicates, *args)`` in a worker thread, on duplicates of ``fds`` that the worker
+    closes once ``func`` returns.
+
+    Call it from the event loop while ``fds`` are the open descriptors of live transports or
+    files. Their owners may close them while the worker runs (a client that goes away closes
+    its transport; a cancelled handler closes its file), and the kernel gives a freed number to
+    the next socket or file opened: a worker still using that number would send one
+    connection's bytes to another. The duplicates keep the same sockets and files open until
+    the worker is done; a peer that left only fails its next write (EPIPE: a
+    ``ConnectionError``). A descriptor already gone is ``ConnectionResetError``.
+    """
+    duplicates: list[int] = []
+
+    def close_all() -> None:
+        for fd in duplicates:
+            os.close(fd)
+
+    def work() -> T:
+        try:
+            return func(*duplicates, *args)
+        finally:
+            close_all()
+
+    try:
+        for fd in fds:
+            duplicates.append(os.dup(fd))
+        future = asyncio.get_running_loop().run_in_executor(None, work)
+    except OSError as exc:
+        close_all()
+        raise ConnectionResetError(f"connection lost: {exc}") from None
+    except BaseException:
+        close_all()
+        raise
+    return await future
 
 
 def sendfile_blocking(sock_fd: int, file_fd: int, offset: int, count: int,

@@ -109,7 +109,7 @@ class S3Frontend:
             return error_response(request, code, exc.message, **exc.fields)
         if isinstance(exc, AisyncError):
             return error_response(request, s3_code(exc), exc.message)
-        if isinstance(exc, ConnectionResetError | TimeoutError):
+        if isinstance(exc, ConnectionError | TimeoutError):  # reset, broken pipe, ...
             log.info("S3 client went away: %s %s (%s)", request.method, request.path, exc)
             if request.transport is not None:
                 request.transport.close()

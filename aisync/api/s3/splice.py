@@ -12,12 +12,11 @@ stands), so the caller closes it afterwards instead of returning it to a pool.
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import os
 import select
 
-from aisync.api.files import flushed
+from aisync.api.files import flushed, run_with_duplicated_fds
 
 AVAILABLE = hasattr(os, "splice")
 PIPE_BYTES = 1 << 20
@@ -88,10 +87,14 @@ def splice_fds(src: int, dst: int, count: int, timeout: float = 120.0) -> None:
 
 async def relay_rest(upstream_transport, client_transport, count: int) -> bool:
     """Splice the next ``count`` bytes of the upstream connection to the client; False (and
-    nothing moved) when either transport offers no usable socket."""
-    src, dst = _fileno(upstream_transport), _fileno(client_transport)
-    if not AVAILABLE or src is None or dst is None:
+    nothing moved) when either transport offers no usable socket. The worker splices on
+    duplicates of both sockets (:func:`run_with_duplicated_fds`): a transport closed meanwhile
+    never frees a descriptor number the worker still uses."""
+    if not AVAILABLE or _fileno(upstream_transport) is None or _fileno(client_transport) is None:
         return False
     await flushed(client_transport)  # bytes queued before ours go first
-    await asyncio.get_running_loop().run_in_executor(None, splice_fds, src, dst, count)
+    src, dst = _fileno(upstream_transport), _fileno(client_transport)
+    if src is None or dst is None:  # one side closed while the queued bytes went out
+        raise ConnectionResetError("connection lost")
+    await run_with_duplicated_fds(splice_fds, (src, dst), count)
     return True
