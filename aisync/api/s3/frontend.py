@@ -91,7 +91,8 @@ class S3Frontend:
 
     async def expect(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """``Expect: 100-continue``: authenticate and check the bucket before the body moves;
-        a refusal is the final answer (the body is never read)."""
+        a refusal is the final answer (the body is never read, so the router closes the
+        connection after it)."""
         try:
             request[ADMITTED] = await self._admit(request)
         except Exception as exc:
