@@ -112,7 +112,7 @@ class MemberVerifier:
         nonce = headers.get(NONCE_HEADER, "")
         digest = headers.get(DIGEST_HEADER, "")
         given = headers.get(SIGNATURE_HEADER, "")
-        if not (member and millis.isdigit() and len(millis) < 16 and 16 <= len(nonce) <= 64
+        if not (member and millis.isascii() and millis.isdigit() and len(millis) < 16 and 16 <= len(nonce) <= 64
                 and digest and given):
             raise Unauthenticated("incomplete intra-cluster signature")
         want = hmac.new(self._secret, canonical(method, target, member, millis, nonce, digest),

@@ -62,12 +62,13 @@ def verify(secret: bytes, method: str, path: str, raw_query: str) -> str:
         raise Unauthenticated("a target serves clients only through a proxy: send the request "
                               "to a proxy (it redirects here with a signed Location)")
     parts = token.split(_SEP)
-    if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and len(p) <= 19
+                                  for p in parts[1:3]):
         raise Unauthenticated("malformed redirect signature")
     proxy, version, expires, given = parts
     want = _mac(secret, method, path, query, proxy, version, expires)
     if not hmac.compare_digest(want, given):
         raise Unauthenticated("bad redirect signature")
-    if len(expires) > 12 or int(expires) < time.time():
+    if int(expires) < time.time():
         raise Unauthenticated("the redirect has expired: ask a proxy again")
     return proxy

@@ -53,6 +53,13 @@ def test_member_signature_covers_every_header(header):
         verifier.verify("PUT", "/v1/metasync", headers)
 
 
+def test_member_signature_with_other_scripts_digits_in_its_time():
+    headers = signed()
+    headers[members.TIME_HEADER] = "١٢٣"  # Arabic-Indic digits: str.isdigit() says yes
+    with pytest.raises(Unauthenticated, match="incomplete"):
+        members.MemberVerifier(SECRET, max_clock_skew=30).verify("PUT", "/v1/metasync", headers)
+
+
 def test_member_signature_outside_the_clock_window():
     verifier = members.MemberVerifier(SECRET, max_clock_skew=30)
     signer = members.MemberSigner("proxy-0", SECRET, lambda origin: True)
@@ -92,8 +99,9 @@ def test_signed_redirect_round_trip_and_its_limits():
     expired = redirects.sign(SECRET, "GET", "/v1/objects/b/k", "", "proxy-0", 7, ttl=-1)
     with pytest.raises(Unauthenticated, match="expired"):
         redirects.verify(SECRET, "GET", "/v1/objects/b/k", expired)
-    with pytest.raises(Unauthenticated, match="malformed"):
-        redirects.verify(SECRET, "GET", "/v1/objects/b/k", "ais_auth=x~y")
+    for token in ("x~y", "p~²~1~m", "p~1~" + "9" * 5000 + "~m"):
+        with pytest.raises(Unauthenticated, match="malformed"):
+            redirects.verify(SECRET, "GET", "/v1/objects/b/k", f"ais_auth={token}")
 
 
 @pytest.mark.parametrize("settings, message", [
