@@ -313,9 +313,9 @@ class JobsMixin:
             return [_plain(row) for row in conn.execute(stmt)]
 
     def prune_jobs(self, keep: int = 1000) -> int:
-        """Delete finished jobs (succeeded|failed|aborted) beyond the newest ``keep`` of them,
-        with their reports (``ON DELETE CASCADE``); pending and running jobs are never deleted.
-        Returns how many jobs were deleted."""
+        """Delete finished jobs (succeeded|deletes-refused|failed|aborted) beyond the newest
+        ``keep`` of them, with their reports (``ON DELETE CASCADE``); pending and running jobs
+        are never deleted. Returns how many jobs were deleted."""
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise InvalidArgument(f"keep must be a non-negative integer, got {keep!r}")
         finished = JOBS.c.state.in_(sorted(JOB_FINISHED_STATES))

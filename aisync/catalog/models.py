@@ -46,8 +46,8 @@ WORD_MAX_LEN = 16  # kind, state, action, outcome
 #: Accepted ``jobs.kind`` / ``jobs.state`` / ``schedule_runs.outcome`` values; a job in one of
 #: :data:`JOB_FINISHED_STATES` never runs again (``prune_jobs`` only deletes those).
 JOB_KINDS = frozenset({"prefetch", "copy", "sync", "evict"})
-JOB_STATES = frozenset({"pending", "running", "succeeded", "failed", "aborted"})
-JOB_FINISHED_STATES = frozenset({"succeeded", "failed", "aborted"})
+JOB_STATES = frozenset({"pending", "running", "succeeded", "deletes-refused", "failed", "aborted"})
+JOB_FINISHED_STATES = frozenset({"succeeded", "deletes-refused", "failed", "aborted"})
 SCHEDULE_OUTCOMES = frozenset({"started", "skipped", "failed"})
 
 #: An object name: ``VARCHAR(1024)`` compared in byte order (PostgreSQL: ``COLLATE "C"``;

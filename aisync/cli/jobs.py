@@ -3,6 +3,9 @@
 Jobs (prefetch, copy, sync, evict) run on the cluster's primary proxy; these commands start them,
 follow their progress (a bar on stderr, fed by long-polling ``GET /v1/jobs/{id}?wait=``) and read
 their per-object reports. A job keeps running when the command that started it stops waiting.
+
+``job wait`` and ``job start`` (waiting) exit with a status per outcome (:data:`EXIT_STATUS`
+in their ``--help``), so a script tells a sync whose deletes were refused from a success.
 """
 
 from __future__ import annotations
@@ -35,7 +38,20 @@ from aisync.util.units import parse_duration, parse_size
 T = TypeVar("T")
 
 KINDS = ("prefetch", "copy", "sync", "evict")
-JOB_STATES = ("pending", "running", "succeeded", "failed", "aborted")
+JOB_STATES = ("pending", "running", "succeeded", "deletes-refused", "failed", "aborted")
+#: Exit status of a job command that waited, per final state (1 is also any other error).
+EXIT_FAILED, EXIT_DELETES_REFUSED, EXIT_ABORTED, EXIT_STILL_RUNNING = 1, 3, 4, 5
+EXIT_STATUS = """\b
+Exit status once the job is followed to its end:
+  0    succeeded
+  1    failed (an error, or objects that failed), or the cluster could not be asked
+  2    usage error (nothing was started)
+  3    deletes-refused: a sync did everything but its deletes, which --max-delete or the
+       shrink guard refused (nothing was deleted; the reason is in the job's error)
+  4    aborted
+  5    still running when --timeout passed
+  130  interrupted (the job keeps running on the cluster)
+"""
 #: Report actions of a dry run, per job kind, in the order the plan shows them.
 PLAN_ACTIONS = {"evict": ("would-evict",)}
 PLAN_DEFAULT = ("would-add", "would-update", "would-delete")
@@ -209,18 +225,22 @@ def _interrupted(job_id: str) -> CliError:
 
 
 def _finish(job: dict, as_json: bool, extra: dict | None = None) -> None:
-    """Print the final job (summary or JSON); exit 1 unless it succeeded."""
+    """Print the final job (summary or JSON); unless it succeeded, exit with the status of
+    its state (:data:`EXIT_STATUS`)."""
     if as_json:
         echo_json({**job, **(extra or {})})
     else:
         for line in _summary(job):
             click.echo(line)
-    state = job.get("state")
+    state, error = job.get("state"), job.get("error")
+    if state == "deletes-refused":
+        raise CliError(f"job {job['id']} {error or 'deletes refused'}; nothing was deleted",
+                       exit_code=EXIT_DELETES_REFUSED)
     if state in ("failed", "aborted"):
-        raise CliError(f"job {job['id']} {state}" + (f": {job['error']}" if job.get("error")
-                                                      else ""))
+        raise CliError(f"job {job['id']} {state}" + (f": {error}" if error else ""),
+                       exit_code=EXIT_FAILED if state == "failed" else EXIT_ABORTED)
     if state not in JOB_FINAL_STATES:
-        raise CliError(f"job {job['id']} is still {state}")
+        raise CliError(f"job {job['id']} is still {state}", exit_code=EXIT_STILL_RUNNING)
 
 
 def _print_plan(job: dict, plan: dict) -> None:
@@ -243,7 +263,7 @@ def _print_plan(job: dict, plan: dict) -> None:
     note = (job.get("progress") or {}).get("note")
     if note:
         click.echo(f"note: {note}")
-    if job.get("state") == "succeeded":
+    if job.get("state") in ("succeeded", "deletes-refused"):
         click.echo("nothing was changed (dry run)")
 
 
@@ -261,14 +281,14 @@ def job() -> None:
     """
 
 
-@job.command()
+@job.command(epilog=EXIT_STATUS)
 @click.argument("kind", type=click.Choice(KINDS))
 @click.argument("bucket")
 @click.argument("dest", required=False)
 @job_options
 @click.option("--dry-run", is_flag=True, help="Only plan: list what would change, change nothing.")
 @click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Follow the job until it finishes (exit 1 if it fails).")
+              help="Follow the job until it finishes (exit status below).")
 @PROGRESS_OPTION
 @JSON_OPTION
 @click.pass_context
@@ -397,7 +417,7 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     print_fields(rows)
 
 
-@job.command(name="wait")
+@job.command(name="wait", epilog=EXIT_STATUS)
 @click.argument("job_id", metavar="JOB")
 @click.option("--timeout", metavar="DURATION", help="Give up after this long (e.g. 90s, 10m).")
 @PROGRESS_OPTION
@@ -405,8 +425,7 @@ def show(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @click.pass_context
 def wait_cmd(ctx: click.Context, job_id: str, timeout: str | None, progress: bool | None,
              as_json: bool) -> None:
-    """Wait for a job to finish; exit 1 if it failed, was aborted or is still running at
-    --timeout.
+    """Wait for a job to finish; the exit status says how it ended (see below).
 
     \b
     Example:

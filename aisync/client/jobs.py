@@ -53,8 +53,9 @@ class JobsMixin:
 
     async def wait_job(self, job_id: str, timeout: float | None = None, poll: float = 20,
                        on_progress: Callable[[dict], Any] | None = None) -> dict:
-        """Wait until the job is finished (``succeeded``, ``failed`` or ``aborted``) and return
-        its record, or return it as it is once ``timeout`` seconds passed (check ``state``).
+        """Wait until the job is finished (``succeeded``, ``deletes-refused``, ``failed`` or
+        ``aborted``: :data:`JOB_FINAL_STATES`) and return its record, or return it as it is
+        once ``timeout`` seconds passed (check ``state``).
 
         Long-polls with ``?wait=`` of at most ``poll`` seconds; ``on_progress(job)`` is called
         after each answer (a progress bar can update from ``job["progress"]``).

@@ -112,8 +112,9 @@ class ObjectPage:
         return cls(objects=objects, next_token=str(token) if token else None)
 
 
-#: A job in one of these states never runs again.
-JOB_FINAL_STATES = frozenset({"succeeded", "failed", "aborted"})
+#: A job in one of these states never runs again. ``deletes-refused``: a sync that did all but
+#: its deletes, refused by ``max_delete`` or the shrink guard (the reason is in ``error``).
+JOB_FINAL_STATES = frozenset({"succeeded", "deletes-refused", "failed", "aborted"})
 
 
 def job_spec(spec: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:

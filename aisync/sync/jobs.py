@@ -18,7 +18,11 @@ report (added / updated / deleted / evicted / skipped / failed, with the reason)
 
 **Fail closed.** Deletes are spooled to disk while listing and applied only after the listing
 completed, within ``max_delete``, and without a suspicious shrink (:func:`decide_deletes`); a
-listing error fails the job and deletes nothing.
+listing error fails the job and deletes nothing. A sync whose deletes were refused ends in its
+own final state, ``deletes-refused`` (not ``succeeded``), with the reason in ``error``.
+
+Final states: ``succeeded``; ``deletes-refused``; ``failed`` (an error, or any object failed,
+which wins over refused deletes); ``aborted``.
 
 **Resume.** The job's ``checkpoint`` is the last name such that every change up to it is done;
 it is saved with the progress about once a second. A restarted primary re-runs unfinished jobs
@@ -50,7 +54,15 @@ from typing import Any, Protocol
 from aisync.backends.base import ListEntry, VersionToken
 from aisync.catalog import Catalog
 from aisync.sync.diff import Change, DeleteSpool, MaxDelete, decide_deletes, merge_diff
-from aisync.sync.jobspec import FINAL_STATES, JobKind, JobSpec, Progress, new_job_id, parse_spec
+from aisync.sync.jobspec import (
+    DELETES_REFUSED,
+    FINAL_STATES,
+    JobKind,
+    JobSpec,
+    Progress,
+    new_job_id,
+    parse_spec,
+)
 from aisync.sync.limits import backoff_delays, is_transient
 from aisync.util.errors import AisyncError, ChangeFeedGap
 
@@ -62,8 +74,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["FINAL_STATES", "JobKind", "JobPorts", "JobRunner", "JobSpec", "Progress",
-           "new_job_id", "parse_spec"]
+__all__ = ["DELETES_REFUSED", "FINAL_STATES", "JobKind", "JobPorts", "JobRunner", "JobSpec",
+           "Progress", "new_job_id", "parse_spec"]
 
 class JobPorts(Protocol):
     """What the planner needs from the cluster (the proxy implements it)."""
@@ -194,10 +206,13 @@ class JobRunner:
             await self.run_blocking(lambda: self.catalog.update_job(
                 job_id, state="running", started_at=job.get("started_at") or _now()))
             verified_at = await run.execute()
-            state = "failed" if run.progress.counts["failed"] and not spec.dry_run \
-                else "succeeded"
-            error = run.error
-            await self._finish(job_id, state, run, error)
+            if run.progress.counts["failed"] and not spec.dry_run:
+                state = "failed"
+            elif run.deletes_refused:
+                state = DELETES_REFUSED
+            else:
+                state = "succeeded"
+            await self._finish(job_id, state, run, run.error)
             final = await self.run_blocking(self.catalog.get_job, job_id)
             try:
                 await self.ports.finished(final, spec, verified_at if state == "succeeded"
@@ -244,6 +259,7 @@ class _JobRun:
         self.progress = Progress(job.get("progress"))
         self.checkpoint: str | None = job.get("checkpoint")
         self.error: str | None = None
+        self.deletes_refused = False  # decide_deletes said no: the job ends DELETES_REFUSED
         self._order: collections.deque[list] = collections.deque()  # [name, done] in key order
         self._batches: dict[str, list[tuple[list, dict[str, Any]]]] = {}
         self._in_flight: dict[str, int] = {}
@@ -451,6 +467,7 @@ class _JobRun:
         if not decision.allowed:
             self.progress.note = f"deletes refused: {decision.reason}"
             self.error = self.progress.note
+            self.deletes_refused = True
             for change in spool:
                 self._report(change.name, "skipped", f"delete refused: {decision.reason}",
                              change.cached.size if change.cached else None)

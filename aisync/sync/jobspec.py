@@ -13,7 +13,11 @@ from aisync.sync.diff import MaxDelete
 from aisync.util.errors import describe_validation
 
 JobKind = Literal["prefetch", "copy", "sync", "evict"]
-FINAL_STATES = frozenset({"succeeded", "failed", "aborted"})
+#: A sync that did everything else but whose deletes were refused (``--max-delete``, the shrink
+#: guard): finished, not succeeded; the copies still hold objects the source no longer has.
+DELETES_REFUSED = "deletes-refused"
+#: A job in one of these states never runs again.
+FINAL_STATES = frozenset({"succeeded", DELETES_REFUSED, "failed", "aborted"})
 
 
 class JobSpec(BaseModel):

@@ -288,6 +288,50 @@ def test_failed_job_exits_1(invoke, sdk, fs_bucket, source):
     assert r.exit_code == 1 and f"error: job {job_id} failed" in r.stderr
 
 
+def test_refused_deletes_exit_3_and_show_as_deletes_refused(invoke, sdk, fs_bucket, source):
+    ok(invoke("job", "start", "prefetch", fs_bucket))
+    for name in ("data/f0.bin", "data/f1.bin"):
+        (source / name).unlink()
+    r = invoke("job", "start", "sync", fs_bucket, "--delete", "--max-delete", "1")
+    assert r.exit_code == 3, r.output
+    job_id = job_id_of(r)
+    assert f"job {job_id} deletes-refused" in r.stdout
+    assert r.stderr.splitlines()[-1] == (
+        f"error: job {job_id} deletes refused: 2 deletes exceed max-delete 1 (limit 1 of 5 "
+        f"cached objects); nothing was deleted")
+    assert len(cached_names(sdk, fs_bucket)) == 5
+
+    r = invoke("job", "wait", job_id)
+    assert r.exit_code == 3 and "nothing was deleted" in r.stderr, r.output
+    assert fields(ok(invoke("job", "show", job_id)).stdout)["state"] == "deletes-refused"
+    listed = json.loads(ok(invoke("job", "ls", "--state", "deletes-refused", "--json")).stdout)
+    assert job_id in [j["id"] for j in listed]
+    mine = next(row.split() for row in ok(invoke("job", "ls")).stdout.splitlines()
+                if row.startswith(job_id))
+    assert mine[1:3] == ["sync", "deletes-refused"]
+
+    r = ok(invoke("job", "start", "sync", fs_bucket, "--delete"))  # within the limits
+    assert f"job {job_id_of(r)} succeeded" in r.stdout
+    assert len(cached_names(sdk, fs_bucket)) == 3
+
+
+def test_a_job_still_running_exits_5_and_an_aborted_one_4(invoke, sdk, fs_bucket):
+    r = ok(invoke("job", "start", "prefetch", fs_bucket, "--bandwidth", "1", "--no-wait"))
+    job_id = job_id_of(r)  # 1 byte/s: its first object alone takes minutes
+    r = invoke("job", "wait", job_id, "--timeout", "0s")
+    assert r.exit_code == 5 and f"error: job {job_id} is still " in r.stderr, r.output
+    ok(invoke("job", "abort", job_id))
+    r = invoke("job", "wait", job_id)
+    assert r.exit_code == 4 and f"error: job {job_id} aborted" in r.stderr, r.output
+
+
+def test_job_help_documents_the_exit_status(invoke):
+    for command in ("start", "wait"):
+        text = ok(invoke("job", command, "--help")).stdout
+        assert "3    deletes-refused" in text and "4    aborted" in text, text
+        assert "5    still running when --timeout passed" in text, text
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["copy", "{b}"], "a copy job needs a destination"),
     (["prefetch", "{b}", "ais://x"], "takes no destination"),

@@ -184,13 +184,14 @@ def test_sync_fails_closed_on_max_delete_and_dry_run_changes_nothing(
     assert len(cached_names(client, uri)) == 20
 
     capped = run_job(cluster, kind="sync", bucket=uri, delete=True, max_delete="2")
+    assert capped["state"] == "deletes-refused", capped
     assert "deletes refused" in (capped["error"] or ""), capped
     assert len(cached_names(client, uri)) == 20
     rows = report(cluster, capped["id"])
     assert len(rows) == 5 and all(a == "skipped" and "refused" in r for a, r in rows.values())
 
     shrunk = run_job(cluster, kind="sync", bucket=uri, delete=True, max_delete="25%")
-    assert shrunk["progress"]["deleted"] == 5, shrunk
+    assert shrunk["state"] == "succeeded" and shrunk["progress"]["deleted"] == 5, shrunk
     assert len(cached_names(client, uri)) == 15
 
 
@@ -211,9 +212,13 @@ def test_sync_deletes_nothing_when_the_listing_fails_or_shrinks(cluster, client,
     for i in range(15):  # 75 % gone: looks like a truncated listing
         (share / f"k{i:02d}").unlink()
     job = run_job(cluster, kind="sync", bucket=uri, delete=True)
+    assert job["state"] == "deletes-refused", job
     assert "shrank" in job["error"] or "shrink" in job["error"], job
     assert job["progress"]["deleted"] == 0 and len(cached_names(client, uri)) == 20
+    status, info = call(cluster, "GET", f"/v1/buckets/{uri[5:]}/info?provider=fs")
+    assert status == 200 and info["freshness"]["last_job_state"] == "deletes-refused", info
     job = run_job(cluster, kind="sync", bucket=uri, delete=True, shrink_limit=1.0)
+    assert job["state"] == "succeeded", job
     assert job["progress"]["deleted"] == 15 and len(cached_names(client, uri)) == 5
 
 
