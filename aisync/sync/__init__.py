@@ -1,8 +1,6 @@
 """The sync engine: version equality, out-of-band change detection, jobs and schedules.
 
-Owns: keeping cached buckets consistent with their sources (DESIGN.md section 3).
+Owns: keeping cached buckets consistent with their sources (``docs/sync.md``).
 May import: ``aisync.storage``, ``aisync.catalog``, ``aisync.backends.base``, ``aisync.config``,
 ``aisync.util``. Never imports a concrete backend, the API or the CLI.
-
-Not built yet: this package is filled by the sync-engine issue.
 """
