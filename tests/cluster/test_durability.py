@@ -106,33 +106,55 @@ def test_concurrent_put_and_get_never_tear(size, workers):
         sums = {xxhash.xxh3_64_hexdigest(v): v[0] for v in versions}
         client.put_object(bucket, "hot", versions[0])
         errors: list[str] = []
+        crashed: list[BaseException] = []  # any exception that ended a thread
         stop = threading.Event()
-        reads = [0]
+        readers = 3
+        reads = [0] * readers
+        # every reader has read once before the writer starts: reads and writes overlap
+        started = threading.Barrier(readers + 1, timeout=60)
 
         def writer():
+            started.wait()
             for _ in range(6):
                 for v in versions:
                     client.put_object(bucket, "hot", v)
-            stop.set()
 
-        def reader():
+        def reader(i: int):
             with Client(fresh.endpoint) as own:
-                while not stop.is_set():
+                while True:
                     data = own.get_object(bucket, "hot")
-                    reads[0] += 1
+                    reads[i] += 1
                     if len(data) != size or data.count(data[0]) != size:
                         errors.append(f"torn read: {len(data)} bytes, first {data[:1]!r}")
                     elif xxhash.xxh3_64_hexdigest(data) not in sums:
                         errors.append("unknown content")
+                    if reads[i] == 1:
+                        started.wait()
+                    if stop.is_set():
+                        return
 
-        threads = [threading.Thread(target=reader) for _ in range(3)]
-        threads.append(threading.Thread(target=writer))
+        def guarded(fn, *args):
+            try:
+                fn(*args)
+            except BaseException as exc:
+                crashed.append(exc)
+                started.abort()  # nobody waits for a thread that died
+            finally:
+                if fn is writer:
+                    stop.set()
+
+        threads = [threading.Thread(target=guarded, args=(reader, i), daemon=True)
+                   for i in range(readers)]
+        threads.append(threading.Thread(target=guarded, args=(writer,), daemon=True))
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=120)
+        stop.set()  # a hung writer must not leave the readers running
+        assert not [t for t in threads if t.is_alive()], "threads still running after 120 s"
+        assert not crashed, crashed
         assert not errors, errors[:3]
-        assert reads[0] > 0
+        assert all(reads), reads
         assert client.get_object(bucket, "hot") == versions[-1]
 
 
