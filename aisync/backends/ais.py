@@ -58,7 +58,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from aisync.backends.base import (
     CHUNK,
@@ -166,6 +166,8 @@ class AisSettings(BaseModel):
 
     endpoints: list[str] = Field(min_length=1)
     timeout: float = Field(60.0, gt=0)
+    #: The peer cluster's admin token, sent as a bearer token ("" for none).
+    token: SecretStr = SecretStr("")
 
     @field_validator("endpoints", mode="before")
     @classmethod
@@ -200,7 +202,8 @@ class AisBackend(Backend):
                                 max_page=MAX_PAGE)
     ERRORS = ERRORS
 
-    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 60.0) -> None:
+    def __init__(self, endpoints: str | Sequence[str], *, timeout: float = 60.0,
+                 token: str = "") -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         try:
@@ -212,6 +215,7 @@ class AisBackend(Backend):
         if timeout <= 0:
             raise ConfigError("ais: timeout must be positive")
         self.timeout = timeout
+        self._token = token  # "" (not None): never the environment's or a cluster dir's
         self._clients: list[AsyncClient | None] = [None] * len(self.endpoints)
         self._preferred = 0
 
@@ -223,7 +227,8 @@ class AisBackend(Backend):
             parsed = AisSettings.model_validate(dict(settings))
         except ValidationError as exc:
             raise ConfigError(f"invalid ais profile: {_describe(exc)}") from None
-        return cls(parsed.endpoints, timeout=parsed.timeout)
+        return cls(parsed.endpoints, timeout=parsed.timeout,
+                   token=parsed.token.get_secret_value())
 
     def __repr__(self) -> str:
         return f"AisBackend(endpoints={self.endpoints!r})"
@@ -244,7 +249,8 @@ class AisBackend(Backend):
         client = self._clients[index]
         if client is None:
             client = self._clients[index] = AsyncClient(self.endpoints[index],
-                                                        timeout=self.timeout)
+                                                        timeout=self.timeout,
+                                                        token=self._token)
         return client
 
     async def _call(self, what: str, fn: Callable[[AsyncClient], Awaitable[T]]) -> T:

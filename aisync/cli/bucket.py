@@ -78,28 +78,30 @@ def bucket() -> None:
 @bucket.command()
 @click.argument("uri")
 @click.option("--profile", help="Backend profile (credentials) in the nodes' configuration.")
-@click.option("--endpoint", help="Endpoint URL of an S3-compatible (or other) source.")
-@click.option("--region", help="Region of the source bucket.")
-@click.option("--path", help="fs:// only: the directory that is the source of truth.")
+@click.option("--region", help="s3:// and oci:// only: region of the source bucket.")
+@click.option("--path", help="fs:// only: the directory that is the source of truth, under the "
+                             "root of an fs profile of the nodes' configuration (absolute, or "
+                             "relative to that root).")
 @click.option("--source", help="The bucket's name at the provider, if not the same.")
 @click.pass_context
-def create(ctx: click.Context, uri: str, profile: str | None, endpoint: str | None,
-           region: str | None, path: str | None, source: str | None) -> None:
+def create(ctx: click.Context, uri: str, profile: str | None, region: str | None,
+           path: str | None, source: str | None) -> None:
     """Create a bucket: cluster-local (ais://), or a cached view of a source bucket.
 
     For a source (s3://, gs://, az://, oci://, fs://) the cluster first checks that it can
-    reach it; credentials come from a backend profile in the nodes' configuration.
+    reach it. Endpoints and credentials come only from a backend profile in the nodes'
+    configuration (so no request can point the cluster at a host it was not configured for);
+    fs:// directories must lie under the root of an fs profile
+    (backends: {nfs: {provider: fs, root: /mnt/nfs}}).
 
     \b
     Examples:
       aisync bucket create ais://train
-      aisync bucket create s3://datasets --endpoint http://127.0.0.1:9000 --profile lab
+      aisync bucket create s3://datasets --profile lab
       aisync bucket create fs://nfs-home --path /mnt/nfs/home
     """
     ref = bucket_arg(uri)
     settings: dict[str, str] = {}
-    if endpoint:
-        settings["endpoint_url"] = endpoint
     if region:
         settings["region"] = region
     if path:

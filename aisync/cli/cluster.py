@@ -23,6 +23,7 @@ import yaml
 import aisync
 from aisync.cli.common import (
     CliError,
+    UsageFailure,
     echo_json,
     human_bytes,
     print_table,
@@ -103,8 +104,10 @@ def cluster_credentials(cluster_dir: Path) -> tuple[str, str]:
 
 def plan_cluster(cluster_dir: Path, *, targets: int, proxies: int, mountpaths: int,
                  ports: list[int], name: str = CLUSTER_NAME,
-                 s3_port: int | None = None) -> list[NodePlan]:
-    """The nodes of a local cluster and each one's node.yaml content (first proxy = primary)."""
+                 s3_port: int | None = None, fs_roots: tuple[str, ...] = (),
+                 remotes: dict[str, dict[str, Any]] | None = None) -> list[NodePlan]:
+    """The nodes of a local cluster and each one's node.yaml content (first proxy = primary).
+    ``fs_roots`` become fs profiles ``fs-0``, ``fs-1``...; ``remotes`` the remote profiles."""
     cluster_dir = cluster_dir.resolve()
     cluster_dir.mkdir(parents=True, exist_ok=True)
     token, secret = cluster_credentials(cluster_dir)
@@ -125,6 +128,11 @@ def plan_cluster(cluster_dir: Path, *, targets: int, proxies: int, mountpaths: i
             "logging": {"format": "json"},
             "auth": {"admin_token": token, "cluster_secret": secret},
         }
+        if fs_roots:
+            cfg["backends"] = {f"fs-{n}": {"provider": "fs", "root": str(Path(r).resolve())}
+                               for n, r in enumerate(fs_roots)}
+        if remotes:
+            cfg["remotes"] = remotes
         if i > 0:
             cfg["cluster"]["primary_url"] = primary_url
         if plan.role == "proxy" and s3_port is not None:  # the first proxy gets the given one
@@ -162,6 +170,28 @@ def spawn(plan: NodePlan, env: dict[str, str]) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                 cwd=str(plan.dir))
+
+
+def _remote_profiles(specs: tuple[str, ...],
+                     token_files: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``--remote ALIAS=URL,...`` and ``--remote-token-file ALIAS=FILE`` as remote profiles."""
+    remotes: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        alias, sep, urls = spec.partition("=")
+        if not alias or not sep or not urls:
+            raise UsageFailure(f"--remote: expected ALIAS=URL[,URL...], got {spec!r}")
+        remotes[alias] = {"urls": [u.rstrip("/") for u in urls.split(",") if u]}
+    for spec in token_files:
+        alias, sep, path = spec.partition("=")
+        if alias not in remotes or not sep or not path:
+            raise UsageFailure(f"--remote-token-file: expected ALIAS=FILE for an alias given "
+                               f"with --remote, got {spec!r}")
+        try:
+            remotes[alias]["token"] = Path(path).read_text().strip()
+        except OSError as exc:
+            raise UsageFailure(f"--remote-token-file {alias}: cannot read {path}: "
+                               f"{exc.strerror}") from None
+    return remotes
 
 
 def _token(plan: NodePlan) -> str:
@@ -309,8 +339,19 @@ def cluster() -> None:
 @click.option("--s3-port", type=click.IntRange(0, 65535), default=None,
               help="Also serve the S3 API on a dedicated port of each proxy (0: a free one). "
                    "S3 is always served at the root of the endpoint as well.")
+@click.option("--fs-root", "fs_roots", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="A directory under which fs:// buckets may live (repeatable); none: no "
+                   "fs:// buckets.")
+@click.option("--remote", "remote_specs", multiple=True, metavar="ALIAS=URL[,URL...]",
+              help="A peer cluster the nodes may attach (repeatable); its token with "
+                   "--remote-token-file.")
+@click.option("--remote-token-file", "remote_tokens", multiple=True, metavar="ALIAS=FILE",
+              help="The file holding a --remote peer's admin token (its <dir>/admin-token).")
 def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
-       detach: bool, timeout: float, name: str, s3_port: int | None) -> None:
+       detach: bool, timeout: float, name: str, s3_port: int | None,
+       fs_roots: tuple[str, ...], remote_specs: tuple[str, ...],
+       remote_tokens: tuple[str, ...]) -> None:
     """Start a local cluster: proxies and targets as processes on 127.0.0.1.
 
     Writes DIR/<node>/node.yaml and DIR/<node>/node.log for each node and records the cluster
@@ -321,6 +362,7 @@ def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
       aisync cluster up --targets 3 --mountpaths 2 --detach
     """
     cluster_dir = resolve_dir(dir_)
+    remotes = _remote_profiles(remote_specs, remote_tokens)
     running = live_nodes(read_state(cluster_dir))
     if running:
         raise CliError(f"a cluster is already running from {cluster_dir} "
@@ -336,7 +378,8 @@ def up(targets: int, proxies: int, mountpaths: int, port: int, dir_: str | None,
         ports = [port, *free_ports(count - 1, HOST, exclude=[port])]
     cluster_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_cluster(cluster_dir, targets=targets, proxies=proxies, mountpaths=mountpaths,
-                         ports=ports, name=name, s3_port=s3_port)
+                         ports=ports, name=name, s3_port=s3_port, fs_roots=fs_roots,
+                         remotes=remotes)
     write_configs(plans)
     env = child_env()
     procs: dict[str, subprocess.Popen] = {}

@@ -28,6 +28,7 @@ from aisync.cli.common import CliError, UsageFailure, count_bar, human_bytes, pr
 from aisync.cli.demo_zones import run_two_zones
 from aisync.cli.state import read_state
 from aisync.client import AsyncClient
+from aisync.client.aio import TOKEN_FILE
 
 
 def _generate(root: Path, files: int, shards: int, shard_mib: int) -> dict[str, str]:
@@ -55,13 +56,13 @@ def _generate(root: Path, files: int, shards: int, shard_mib: int) -> dict[str, 
     return sums
 
 
-async def _scenario(endpoint: str, dataset: Path, sums: dict[str, str], jobs: int,
+async def _scenario(endpoint: str, token: str, dataset: Path, sums: dict[str, str], jobs: int,
                     progress: bool) -> tuple[list[list[str]], int]:
     failures = 0
     rows: list[list[str]] = []
     total = sum((dataset / rel).stat().st_size for rel in sums)
     sem = asyncio.Semaphore(jobs)
-    async with AsyncClient(endpoint) as client:
+    async with AsyncClient(endpoint, token=token) as client:
         await client.create_bucket("ais://train")
 
         async def put(rel: str) -> None:
@@ -181,7 +182,8 @@ def demo(single_cluster: bool, files: int, shards: int, shard_mib: int | None, t
         click.echo(f"cluster is up at {endpoint}; generating the dataset ...")
         dataset = work / "dataset"
         sums = _generate(dataset, files, shards, shard_mib)
-        rows, failures = asyncio.run(_scenario(endpoint, dataset, sums, jobs, progress))
+        token = (cluster_dir / TOKEN_FILE).read_text().strip()
+        rows, failures = asyncio.run(_scenario(endpoint, token, dataset, sums, jobs, progress))
         click.echo("")
         print_table(rows, ["step", "what", "size", "result"])
         click.echo("")

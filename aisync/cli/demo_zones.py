@@ -40,6 +40,7 @@ from aisync.cli.cluster import child_env
 from aisync.cli.common import CliError, human_bytes, print_table
 from aisync.cli.state import read_state
 from aisync.client import AsyncClient
+from aisync.client.aio import TOKEN_FILE
 from aisync.client.types import JOB_FINAL_STATES
 
 T = TypeVar("T")
@@ -106,33 +107,35 @@ def _aisync(*args: str) -> list[str]:
     return [sys.executable, "-m", "aisync", *args]
 
 
-def _start_zones(work: Path, targets: int) -> dict[str, str]:
-    """``aisync cluster up`` for both zones at once; returns {zone: endpoint}."""
-    procs = {zone: subprocess.Popen(
-        _aisync("cluster", "up", "--name", zone, "--targets", str(targets), "--port", "0",
-                "--detach", "--dir", str(work / zone)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
-        for zone in ZONES}
+def _start_zones(work: Path, targets: int, source: Path) -> dict[str, str]:
+    """``aisync cluster up`` for zone-a, then for zone-b, which names zone-a as a remote it may
+    attach (its URL and its admin token); both may serve fs:// buckets under ``source``.
+    Returns {zone: endpoint}."""
     endpoints: dict[str, str] = {}
-    errors: list[str] = []
-    try:
-        answers = {zone: proc.communicate()[1] for zone, proc in procs.items()}
-    except BaseException:  # Ctrl-C, SIGTERM: `cluster up` stops the nodes it started
-        for proc in procs.values():
+    for zone in ZONES:
+        args = ["cluster", "up", "--name", zone, "--targets", str(targets), "--port", "0",
+                "--detach", "--dir", str(work / zone), "--fs-root", str(source)]
+        if zone == "zone-b":
+            args += ["--remote", f"zone-a={endpoints['zone-a']}",
+                     "--remote-token-file", f"zone-a={work / 'zone-a' / TOKEN_FILE}"]
+        proc = subprocess.Popen(_aisync(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=child_env())
+        try:
+            err = proc.communicate()[1]
+        except BaseException:  # Ctrl-C, SIGTERM: `cluster up` stops the nodes it started
             if proc.poll() is None:
                 proc.terminate()
             proc.wait()
-        raise
-    for zone, proc in procs.items():
-        err = answers[zone]
+            raise
         endpoint = (read_state(work / zone) or {}).get("endpoint")
         if proc.returncode != 0 or not endpoint:
-            errors.append(f"{zone}: cluster up failed:\n{err.strip()}")
-        else:
-            endpoints[zone] = endpoint
-    if errors:
-        raise CliError("\n".join(errors))
+            raise CliError(f"{zone}: cluster up failed:\n{err.strip()}")
+        endpoints[zone] = endpoint
     return endpoints
+
+
+def _token_of(work: Path, zone: str) -> str:
+    return (work / zone / TOKEN_FILE).read_text().strip()
 
 
 def _stop_zones(work: Path) -> None:
@@ -223,15 +226,17 @@ class Report:
             click.echo(f"{'':<7}  {line}")
 
 
-async def _scenario(zones: dict[str, str], source: Path, sums: dict[str, str], every: float,
+async def _scenario(zones: dict[str, str], tokens: dict[str, str], source: Path,
+                    sums: dict[str, str], every: float,
                     targets: int, timeout: float, report: Report) -> None:
     a_url, b_url = zones["zone-a"], zones["zone-b"]
-    async with AsyncClient(a_url) as a, AsyncClient(b_url) as b:
+    async with AsyncClient(a_url, token=tokens["zone-a"]) as a, \
+            AsyncClient(b_url, token=tokens["zone-b"]) as b:
         # -- setup: the same bucket in both zones, the peer, the schedules
         for client in (a, b):
             await client.create_bucket(DATASET, settings={"path": str(source)})
             await client.create_bucket(CKPT)
-        await b.attach_remote("zone-a", [a_url])
+        await b.attach_remote("zone-a")  # as zone-b's configuration names it
         await b.set_bucket_props(DATASET, peers=["zone-a"])
         await a.add_schedule(SYNC_SCHEDULE, every=every,
                              job={"kind": "sync", "bucket": DATASET, "delete": True})
@@ -399,8 +404,9 @@ def run_two_zones(*, files: int = 300, shards: int = 4, shard_mib: int = 4, targ
         sums = _generate(source, files, shards, shard_mib)
         click.echo(f"... starting zone-a and zone-b (1 proxy + {targets} targets each) "
                    f"in {work}", err=True)
-        zones = _start_zones(work, targets)
-        asyncio.run(_scenario(zones, source, sums, every, targets, timeout, report))
+        zones = _start_zones(work, targets, source)
+        tokens = {zone: _token_of(work, zone) for zone in ZONES}
+        asyncio.run(_scenario(zones, tokens, source, sums, every, targets, timeout, report))
         click.echo("")
         checks = len(report.passed) + len(report.failed)
         if report.failed:

@@ -17,7 +17,7 @@ def remote() -> None:
 
     \b
     Example:
-      aisync remote attach zone-a=http://proxy.zone-a.internal:51080
+      aisync remote attach zone-a          # configured as remotes.zone-a on the nodes
       aisync remote ls
       aisync object get ais://@zone-a/checkpoints/step-900.pt -o step-900.pt
       aisync bucket props s3://datasets peers=zone-a
@@ -25,24 +25,29 @@ def remote() -> None:
 
 
 @remote.command()
-@click.argument("spec", metavar="ALIAS=URL[,URL...]")
+@click.argument("spec", metavar="ALIAS[=URL[,URL...]]")
 @click.pass_context
 def attach(ctx: click.Context, spec: str) -> None:
-    """Attach a remote cluster: its alias, and one or more of its proxy URLs (failover).
+    """Attach a remote cluster that the nodes' configuration names (remotes.ALIAS: its proxy
+    URLs and its token); with =URL,..., use only those of its URLs (failover among them).
 
-    Re-attaching an alias replaces its URLs. One URL must answer.
+    Only configured remotes can be attached: no request makes the cluster fetch from a URL its
+    operator did not put in the nodes' configuration. Re-attaching an alias replaces its URLs.
+    One URL must answer.
 
     \b
-    Example:
-      aisync remote attach zone-a=http://10.0.1.5:51080,http://10.0.1.6:51080
+    Example (each node's YAML has remotes: {zone-a: {urls: [...], token: ...}}):
+      aisync remote attach zone-a
+      aisync remote attach zone-a=http://10.0.1.5:51080
     """
     alias, sep, urls = spec.partition("=")
-    if not sep or not alias or not urls:
-        raise UsageFailure(f"expected ALIAS=URL[,URL...], got {spec!r}")
+    if not alias or (sep and not urls):
+        raise UsageFailure(f"expected ALIAS or ALIAS=URL[,URL...], got {spec!r}")
 
     async def go() -> dict:
         async with state_of(ctx).client() as client:
-            return await client.attach_remote(alias, [u for u in urls.split(",") if u])
+            chosen = [u for u in urls.split(",") if u] if sep else None
+            return await client.attach_remote(alias, chosen)
 
     view = run(go())
     click.echo(f"attached {alias}: cluster {view.get('cluster')} ({view.get('uuid')}) at "
@@ -74,7 +79,7 @@ def ls(ctx: click.Context, as_json: bool) -> None:
             for r in remotes]
     print_table(rows, ["ALIAS", "CLUSTER", "URLS", "REACHABLE", "MAP", "BUCKETS"])
     if not rows:
-        click.echo("no remote clusters attached (aisync remote attach ALIAS=URL)")
+        click.echo("no remote clusters attached (aisync remote attach ALIAS)")
 
 
 @remote.command()

@@ -145,11 +145,14 @@ class JobsMixin:
 
     # -- remote clusters ---------------------------------------------------------------------
 
-    async def attach_remote(self, alias: str, urls: str | Iterable[str]) -> dict:
-        """Attach a remote cluster (a peer in another zone) under ``alias``."""
-        urls = [urls] if isinstance(urls, str) else list(urls)
+    async def attach_remote(self, alias: str, urls: str | Iterable[str] | None = None) -> dict:
+        """Attach the remote cluster (a peer in another zone) that the nodes' configuration
+        names ``remotes.<alias>``; ``urls`` (optional) picks some of its profile's URLs."""
+        payload: dict = {}
+        if urls is not None:
+            payload["urls"] = [urls] if isinstance(urls, str) else list(urls)
         return await self._json("PUT", f"/v1/remotes/{quote(alias, safe='')}",
-                                label=f"remote {alias}", payload={"urls": urls}) or {}
+                                label=f"remote {alias}", payload=payload) or {}
 
     async def list_remotes(self) -> list[dict]:
         """Attached remotes with live reachability and their map versions."""

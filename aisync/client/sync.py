@@ -199,7 +199,7 @@ class Client:
     def remove_schedule(self, name: str) -> None:
         return self._call(self._async.remove_schedule(name))
 
-    def attach_remote(self, alias: str, urls: str | Iterable[str]) -> dict:
+    def attach_remote(self, alias: str, urls: str | Iterable[str] | None = None) -> dict:
         return self._call(self._async.attach_remote(alias, urls))
 
     def list_remotes(self) -> list[dict]:

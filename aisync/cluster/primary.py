@@ -89,6 +89,13 @@ class Primary:
         async with self._lock:
             cmap = self.state.cmap
             assert cmap is not None
+            known = cmap.nodes.get(node.id)
+            if known is not None and known.state == "active" and known.url != node.url \
+                    and node.id != self.me.id:
+                # A stolen or mistyped id must not take over another node's share of the data.
+                raise Conflict(f"node {node.id} is active at {known.url}; a node with that id "
+                               f"cannot join from {node.url} (stop the other one, or wait until "
+                               "the cluster marks it inactive)")
             self._last_seen[node.id] = time.monotonic()
             node = node.model_copy(update={"state": "active"})
             if cmap.nodes.get(node.id) != node or held_version >= cmap.version:

@@ -60,6 +60,8 @@ class PeerStats:
 class Peer:
     alias: str
     urls: tuple[str, ...]
+    #: What authenticates this cluster to the peer (its bearer token), from the node's config.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class _CountingStream(ObjectStream):
@@ -133,7 +135,8 @@ class PeerFirst(Backend):
             try:
                 timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.peer_timeout,
                                                 sock_read=self.peer_timeout)
-                response = await self.session.get(f"{url}{path}", params=query, timeout=timeout)
+                response = await self.session.get(f"{url}{path}", params=query, timeout=timeout,
+                                                  headers=dict(peer.headers))
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.info("peer %s at %s did not answer: %s", peer.alias, url, exc)
                 self.stats.peer_errors += 1
