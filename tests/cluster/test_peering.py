@@ -3,6 +3,7 @@ and peer-first reads of a cloud bucket both zones cache (an fs:// source both ca
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.request
 import uuid
@@ -22,8 +23,27 @@ def zone_a():
 
 
 @pytest.fixture(scope="module")
-def zone_b():
-    with LocalCluster(targets=2, extra={"cluster": {"name": "zone-b"}}) as c:
+def zone_c():
+    """A third zone, which one test takes down."""
+    with LocalCluster(targets=1, extra={"cluster": {"name": "zone-c"}}) as c:
+        yield c
+
+
+#: A proxy URL of zone a that nobody answers at (a gateway that is down): failover skips it.
+DOWN_PROXY = "http://127.0.0.1:9"
+
+
+def remote_profile(zone: LocalCluster, *more_urls: str) -> dict:
+    """What a node's configuration says of a peer it may attach: its URLs and its token."""
+    return {"urls": [zone.endpoint, *more_urls], "token": zone.token}
+
+
+@pytest.fixture(scope="module")
+def zone_b(zone_a, zone_c):
+    remotes = {"zone-a": remote_profile(zone_a, DOWN_PROXY), "zone-c": remote_profile(zone_c),
+               "zone-x": remote_profile(zone_a)}  # the same cluster under a second alias
+    with LocalCluster(targets=2, extra={"cluster": {"name": "zone-b"},
+                                        "remotes": remotes}) as c:
         yield c
 
 
@@ -41,11 +61,20 @@ def test_attach_list_and_bad_attaches(zone_a, zone_b, attached):
     status, listing = call(zone_b, "GET", "/v1/remotes")
     (view,) = [r for r in listing["remotes"] if r["alias"] == "zone-a"]
     assert view["reachable"] and view["map_version"] >= 1
-    for body, status_wanted in (({"urls": [zone_b.endpoint]}, 400),      # itself
-                                ({"urls": ["http://127.0.0.1:9"]}, 503),  # nobody there
-                                ({"urls": "ftp://x"}, 400), ({}, 400)):
-        status, err = call(zone_b, "PUT", "/v1/remotes/other", body)
-        assert status == status_wanted, (body, err)
+    # Only the remotes the nodes' configuration names, at the URLs it lists: no request makes
+    # the cluster fetch from anywhere else.
+    for alias, body, status_wanted in (
+            ("other", {"urls": [zone_a.endpoint]}, 403),           # no remotes.other profile
+            ("other", {}, 403),
+            ("zone-a", {"urls": ["http://127.0.0.1:7"]}, 403),      # not in remotes.zone-a
+            ("zone-a", {"urls": [zone_b.endpoint]}, 403),
+            ("zone-a", {"urls": "ftp://x"}, 400),
+            ("zone-a", {"urls": []}, 400)):
+        status, err = call(zone_b, "PUT", f"/v1/remotes/{alias}", body)
+        assert status == status_wanted, (alias, body, err)
+    status, listing = call(zone_b, "GET", "/v1/remotes")
+    assert "other" not in {r["alias"] for r in listing["remotes"]}  # nothing was attached
+    assert zone_a.token not in json.dumps(listing)  # the peer's token is never shown
     assert call(zone_b, "DELETE", "/v1/remotes/nope")[0] == 404
     assert call(zone_b, "PUT", "/v1/remotes/bad%20alias!", {"urls": [zone_a.endpoint]})[0] in \
         (400, 404)
@@ -112,7 +141,9 @@ def test_peer_first_reads_use_a_current_peer_copy_and_never_a_stale_one(
         final = peer_stats(zone_b)
         assert final["peer_hits"] == after["peer_hits"]  # the stale copy was not used
         assert final["bytes_from_sources"] - after["bytes_from_sources"] == 2000
-    with urllib.request.urlopen(f"{zone_b.endpoint}/v1/metrics", timeout=10) as resp:
+    request = urllib.request.Request(f"{zone_b.endpoint}/v1/metrics",
+                                     headers={"Authorization": f"Bearer {zone_b.token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
         assert 'aisync_peer_reads_total{event="bytes_from_peers"}' in resp.read().decode()
 
 
@@ -139,8 +170,12 @@ def test_remote_cli(zone_a, zone_b, attached):
     assert listed.exit_code == 0 and "zone-a" in listed.output and "yes" in listed.output
     again = aisync("remote", "attach", f"zone-a={zone_a.endpoint}")  # re-attach: same URLs
     assert again.exit_code == 0 and "attached zone-a" in again.output, again.output
-    bad = aisync("remote", "attach", "zone-a")
+    configured = aisync("remote", "attach", "zone-a")  # the URLs of the nodes' profile
+    assert configured.exit_code == 0 and zone_a.endpoint in configured.output
+    bad = aisync("remote", "attach", "zone-a=")
     assert bad.exit_code == 2 and "ALIAS=URL" in bad.output
+    unknown = aisync("remote", "attach", "zone-q")
+    assert unknown.exit_code == 1 and "remotes.zone-q" in unknown.output
     missing = aisync("remote", "detach", "nowhere")
     assert missing.exit_code == 1 and "nowhere" in missing.output
     assert aisync("remote", "--help").exit_code == 0
@@ -186,29 +221,28 @@ def test_sync_between_zones_follows_the_change_feed_and_falls_back_on_a_gap(
         assert contents(b, dest) == contents(a, f"ais://{name}")
 
 
-def test_a_peer_that_is_down_falls_back_to_the_source(zone_b, tmp_path):
+def test_a_peer_that_is_down_falls_back_to_the_source(zone_b, zone_c, tmp_path):
     share = tmp_path / "source"
     share.mkdir()
     replace(share / "x.bin", b"from the source" * 100)
     name = f"down-{uuid.uuid4().hex[:6]}"
-    with LocalCluster(targets=1, extra={"cluster": {"name": "zone-c"}}) as zone_c:
-        status, _ = call(zone_b, "PUT", "/v1/remotes/zone-c", {"urls": [zone_c.endpoint]})
-        assert status == 201
-        with Client(zone_c.endpoint) as c:
-            c.create_bucket(f"fs://{name}", settings={"path": str(share)})
-            c.get_object(f"fs://{name}", "x.bin")  # zone c holds a current copy
-        with Client(zone_b.endpoint) as b:
-            b.create_bucket(f"fs://{name}", settings={"path": str(share)})
-            assert call(zone_b, "PATCH", f"/v1/buckets/{name}?provider=fs",
-                        {"peers": ["zone-c"]})[0] == 200
-        zone_c.kill(zone_c.primary)  # the peer's gateway is gone
-        before = peer_stats(zone_b)
-        with Client(zone_b.endpoint) as b:
-            assert b.get_object(f"fs://{name}", "x.bin") == b"from the source" * 100
-        after = peer_stats(zone_b)
-        assert after["peer_errors"] > before["peer_errors"]
-        assert after["bytes_from_sources"] - before["bytes_from_sources"] == 1500
-        assert after["peer_hits"] == before["peer_hits"]
+    status, _ = call(zone_b, "PUT", "/v1/remotes/zone-c", {"urls": [zone_c.endpoint]})
+    assert status == 201
+    with Client(zone_c.endpoint) as c:
+        c.create_bucket(f"fs://{name}", settings={"path": str(share)})
+        c.get_object(f"fs://{name}", "x.bin")  # zone c holds a current copy
+    with Client(zone_b.endpoint) as b:
+        b.create_bucket(f"fs://{name}", settings={"path": str(share)})
+        assert call(zone_b, "PATCH", f"/v1/buckets/{name}?provider=fs",
+                    {"peers": ["zone-c"]})[0] == 200
+    zone_c.kill(zone_c.primary)  # the peer's gateway is gone
+    before = peer_stats(zone_b)
+    with Client(zone_b.endpoint) as b:
+        assert b.get_object(f"fs://{name}", "x.bin") == b"from the source" * 100
+    after = peer_stats(zone_b)
+    assert after["peer_errors"] > before["peer_errors"]
+    assert after["bytes_from_sources"] - before["bytes_from_sources"] == 1500
+    assert after["peer_hits"] == before["peer_hits"]
     status, listing = call(zone_b, "GET", "/v1/remotes")
     (view,) = [r for r in listing["remotes"] if r["alias"] == "zone-c"]
     assert not view["reachable"]
@@ -299,7 +333,7 @@ def test_attach_and_detach_while_reads_run(zone_a, zone_b, attached):
     thread.start()
     try:
         wait_for(lambda: reads >= 3, 60, "reads under way")
-        for urls in ([zone_a.endpoint, "http://127.0.0.1:9"], [zone_a.endpoint]):
+        for urls in ([zone_a.endpoint, DOWN_PROXY], [zone_a.endpoint]):
             assert call(zone_b, "PUT", "/v1/remotes/zone-a", {"urls": urls})[0] == 201
             done = reads
             wait_for(lambda d=done: reads >= d + 3, 60, "reads after re-attaching")
