@@ -83,10 +83,13 @@ def run(args: argparse.Namespace) -> dict:
             s3.put_object(Bucket="plain", Key=f"direct-{r}", Body=data)
         del data
         lab = {"provider": "s3", "endpoint_url": source, **CREDS}
-        zones = [NamespaceCluster(wan, ns, targets=2,
-                                  extra={"cluster": {"name": name}, "backends": {"lab": lab}})
-                 for ns, name in (("za", "zone-a"), ("zb", "zone-b"))]
-        with zones[0] as zone_a, zones[1] as zone_b:
+        def zone(ns: str, name: str, **more) -> NamespaceCluster:
+            return NamespaceCluster(wan, ns, targets=2, extra={
+                "cluster": {"name": name}, "backends": {"lab": lab}, **more})
+
+        # zone b's nodes name zone a (started first) as a remote they may attach: URL and token
+        with zone("za", "zone-a") as zone_a, zone("zb", "zone-b", remotes={"zone-a": {
+                "urls": [zone_a.endpoint], "token": zone_a.token}}) as zone_b:
             with Client(zone_a.endpoint) as a, Client(zone_b.endpoint) as b:
                 a.create_bucket("s3://peered", profile="lab")
                 b.create_bucket("s3://peered", profile="lab")

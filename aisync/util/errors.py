@@ -187,7 +187,7 @@ ERRORS_BY_CODE: dict[str, type[AisyncError]] = {
         NotFound, ObjectNotFound, BucketNotFound, BucketAlreadyExists, PreconditionFailed,
         StaleMapVersion, NotPrimary, MethodNotAllowed, PayloadTooLarge, IncompleteBody,
         ChecksumMismatch, ObjectCorrupted, NoTargets, NodeUnavailable, ConfigError,
-        AccessDenied, BackendError, Throttled, BackendUnavailable, NotSupported,
+        Unauthenticated, AccessDenied, BackendError, Throttled, BackendUnavailable, NotSupported,
         JobNotFound, ScheduleNotFound, RemoteNotFound, AlreadyExists, Conflict, ChangeFeedGap,
     ]
 }

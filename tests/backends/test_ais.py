@@ -49,7 +49,7 @@ def peer_bucket(admin):
 
 @pytest.fixture
 async def backend(peer):
-    async with AisBackend([peer.endpoint]) as b:
+    async with AisBackend([peer.endpoint], token=peer.token) as b:
         yield b
 
 
@@ -124,7 +124,7 @@ async def test_range_past_the_end(backend, peer_bucket, tmp_path):
 async def test_failover_to_the_next_endpoint_and_remember_it(peer, peer_bucket, tmp_path):
     dead = dead_endpoint()
     async with make_backend({"provider": "ais", "endpoints": [dead, peer.endpoint],
-                             "timeout": 5}) as backend:
+                             "timeout": 5, "token": peer.token}) as backend:
         assert backend.endpoint == dead
         put = await put_bytes(backend, peer_bucket, "f/obj", b"failover", tmp_path)
         assert backend.endpoint == peer.endpoint  # remembered: later calls start there
@@ -139,7 +139,8 @@ async def test_failover_to_the_next_endpoint_and_remember_it(peer, peer_bucket, 
 
 
 async def test_failover_wraps_around_from_the_remembered_endpoint(peer, peer_bucket, tmp_path):
-    async with AisBackend([peer.endpoint, dead_endpoint()], timeout=5) as backend:
+    async with AisBackend([peer.endpoint, dead_endpoint()], timeout=5,
+                          token=peer.token) as backend:
         backend._preferred = 1  # as if the real proxy had failed once
         await put_bytes(backend, peer_bucket, "w", b"w", tmp_path)
         assert backend.endpoint == peer.endpoint
@@ -225,3 +226,14 @@ async def test_stream_survives_other_calls(backend, peer_bucket, tmp_path):
             if len(parts) == 1:  # interleave another request on the same backend
                 assert (await backend.head(peer_bucket, "big")).size == len(data)
     assert b"".join(parts) == data
+
+
+async def test_a_peer_refuses_a_backend_without_its_token(peer, peer_bucket):
+    """The peer's token comes from this node's remote profile; without it, nothing is read
+    (the environment's or a cluster dir's token is never used instead)."""
+    async with AisBackend([peer.endpoint]) as anonymous:
+        with pytest.raises(PermissionError, match="token"):
+            await anonymous.list_page(peer_bucket)
+    async with AisBackend([peer.endpoint], token="not-the-token") as wrong:
+        with pytest.raises(PermissionError, match="Unauthorized"):  # HEAD: the code only
+            await wrong.head(peer_bucket, "anything")

@@ -68,10 +68,11 @@ def source(wan):
     stop_process(proc)
 
 
-def zone(wan, source: str, ns: str, name: str) -> NamespaceCluster:
+def zone(wan, source: str, ns: str, name: str, remotes: dict | None = None) -> NamespaceCluster:
     lab = {"provider": "s3", "endpoint_url": source, **CREDENTIALS}
     return NamespaceCluster(wan, ns, targets=2,
-                            extra={"cluster": {"name": name}, "backends": {"lab": lab}})
+                            extra={"cluster": {"name": name}, "backends": {"lab": lab},
+                                   "remotes": remotes or {}})
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,9 @@ def zone_a(wan, source):
 
 @pytest.fixture(scope="module")
 def zone_b(wan, source, zone_a):
-    with zone(wan, source, "zb", "zone-b") as c:
+    # zone b's nodes name zone a as a remote they may attach: its URL and its token
+    remotes = {"zone-a": {"urls": [zone_a.endpoint], "token": zone_a.token}}
+    with zone(wan, source, "zb", "zone-b", remotes) as c:
         status, remote = api(c, "PUT", "/v1/remotes/zone-a", {"urls": [zone_a.endpoint]})
         assert status == 201, remote
         yield c
