@@ -10,6 +10,8 @@ import sys
 import pytest
 import xxhash
 
+from tests.harness import http_json
+
 
 def aisync(*args: str, env: dict, cwd, check: bool = True, stdin: bytes | None = None):
     proc = subprocess.run([sys.executable, "-m", "aisync", *args], env=env, cwd=cwd,
@@ -41,6 +43,21 @@ def test_user_story(tmp_path, env):
                 cwd=tmp_path)
     endpoint = up.stdout.decode().strip()
     assert endpoint.startswith("http://127.0.0.1:")
+    # the admin token: kept in the cluster dir for this user alone (the token, nothing else),
+    # never printed, and the only way in; the commands below find it there by themselves
+    token_file = tmp_path / "cluster" / "admin-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert token and token_file.read_text() in (token, token + "\n")
+    assert token.encode() not in up.stdout + up.stderr
+    assert b"admin-token" in up.stdout + up.stderr  # says where it is
+    assert http_json(f"{endpoint}/v1/buckets", token=None)[0] == 401
+    status, before = http_json(f"{endpoint}/v1/buckets", token=token)
+    assert status == 200 and before["buckets"] == []
+    wrong = aisync("--token", token + "x", "bucket", "create", "ais://train", env=env,
+                   cwd=tmp_path, check=False)
+    assert wrong.returncode == 1 and b"error:" in wrong.stderr and b"token" in wrong.stderr
+    assert http_json(f"{endpoint}/v1/buckets", token=token) == (200, before)
     aisync("bucket", "create", "ais://train", env=env, cwd=tmp_path)
     put = aisync("object", "put", "./images", "ais://train/images/", "--recursive", env=env,
                  cwd=tmp_path)
