@@ -236,7 +236,7 @@ def test_given_pair_and_duplicates(cluster, other):
     ({"description": "d" * 257}, "description is too long"),
     ({"description": ["x"]}, "description must be a string"),
     ({"secret": "typo-of-secret_key"}, "unknown field"),
-    (b"not json", "not JSON"),
+    (b"not json", "not valid JSON"),
     ([1, 2], "JSON object"),
 ])
 @pytest.mark.parametrize("via", ["primary", "other"])

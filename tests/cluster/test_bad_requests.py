@@ -9,16 +9,18 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.harness import free_port
+from tests.harness import free_port, member_headers
 
 
 def raw(cluster, method: str, path: str, body: bytes | None = None,
-        headers: dict | None = None) -> tuple[int, dict]:
-    """Send exactly ``path`` (no client-side normalization of '..' or '%00')."""
+        headers: dict | None = None, as_admin: bool = True) -> tuple[int, dict]:
+    """Send exactly ``path`` (no client-side normalization of '..' or '%00'), with the admin
+    token unless ``as_admin`` is false (``headers`` then carry the credentials)."""
     u = urlparse(cluster.endpoint)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body,
+                     headers={**(admin(cluster) if as_admin else {}), **(headers or {})})
         resp = conn.getresponse()
         data = resp.read()
         code = resp.getheader("X-Aisync-Error-Code")
@@ -29,6 +31,10 @@ def raw(cluster, method: str, path: str, body: bytes | None = None,
         return resp.status, payload
     finally:
         conn.close()
+
+
+def admin(cluster) -> dict[str, str]:
+    return {"Authorization": f"Bearer {cluster.token}"}
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +96,7 @@ def test_short_body_is_rejected_and_not_stored(cluster, bucket):
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
     conn.putrequest("PUT", f"/v1/objects/{bucket}/short?mode=reverse")
     conn.putheader("Content-Length", "1000")
+    conn.putheader("Authorization", f"Bearer {cluster.token}")
     conn.endheaders()
     conn.send(b"only-a-few-bytes")
     conn.sock.shutdown(1)  # half-close: the rest never comes
@@ -112,7 +119,9 @@ def test_bucket_errors(cluster, bucket):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: never a real cloud endpoint
     status, body = raw(cluster, "PUT", "/v1/buckets/x?provider=s3",
                        body=json.dumps({"settings": {"endpoint_url": dead}}).encode())
-    assert (status, body["code"]) == (403, "AccessDenied")  # no credentials: refused before I/O
+    # endpoints come from the nodes' backend profiles, never from a request: refused before I/O
+    assert (status, body["code"]) == (400, "InvalidArgument"), body
+    assert "endpoint_url" in body["message"] and "profile" in body["message"]
     status, body = raw(cluster, "PUT", "/v1/buckets/x?provider=s3", body=json.dumps(
         {"settings": {"endpoint_url": dead, "secret_key": "s3cr3t"}}).encode())
     assert (status, body["code"]) == (400, "InvalidArgument")
@@ -129,9 +138,12 @@ def test_bucket_errors(cluster, bucket):
 
 
 def test_malformed_metasync_is_400_not_500(cluster):
-    status, body = raw(cluster, "PUT", "/v1/metasync", body=b"{not json")
-    assert (status, body["code"]) == (400, "InvalidArgument")
-    status, body = raw(cluster, "PUT", "/v1/metasync", body=b'{"cluster_map": {"x": 1}}')
-    assert (status, body["code"]) == (400, "InvalidArgument")
-    status, body = raw(cluster, "POST", "/v1/cluster/join", body=b"[]")
-    assert (status, body["code"]) == (400, "InvalidArgument")
+    """Sent as a member (signed: only members reach these routes' parsers)."""
+    for method, path, body in [("PUT", "/v1/metasync", b"{not json"),
+                               ("PUT", "/v1/metasync", b'{"cluster_map": {"x": 1}}'),
+                               ("POST", "/v1/cluster/join", b"[]")]:
+        signed = member_headers(cluster.cluster_secret, method, path, body)
+        status, answer = raw(cluster, method, path, body=body, headers=signed, as_admin=False)
+        assert (status, answer["code"]) == (400, "InvalidArgument"), (path, body, answer)
+        status, answer = raw(cluster, method, path, body=body)  # the admin token: not a member
+        assert (status, answer["code"]) == (401, "Unauthorized"), (path, body, answer)
