@@ -102,13 +102,17 @@ def test_objects_spread_over_all_targets(cluster, client, bucket):
     owners = set()
     for i in range(60):
         req = urllib.request.Request(f"{cluster.endpoint}/v1/objects/{bucket}/spread/{i}",
-                                     method="HEAD")
+                                     method="HEAD", headers=admin(cluster))
         opener = urllib.request.build_opener(NoRedirect)
         with pytest.raises(urllib.error.HTTPError) as exc:
             opener.open(req)
         assert exc.value.code == 307
         owners.add(exc.value.headers["Location"].split("/v1/")[0])
     assert owners == {t.url for t in cluster.targets}
+
+
+def admin(cluster) -> dict[str, str]:
+    return {"Authorization": f"Bearer {cluster.token}"}
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -119,10 +123,11 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 def test_reverse_proxy_mode_streams_through_proxy(cluster, bucket):
     data = os.urandom(200_000)
     url = f"{cluster.endpoint}/v1/objects/{bucket}/rev.bin?mode=reverse"
-    req = urllib.request.Request(url, method="PUT", data=data)
+    req = urllib.request.Request(url, method="PUT", data=data, headers=admin(cluster))
     with urllib.request.urlopen(req) as resp:
         assert resp.status == 200
-    with urllib.request.build_opener(NoRedirect).open(url) as resp:  # no redirect involved
+    get = urllib.request.Request(url, headers=admin(cluster))
+    with urllib.request.build_opener(NoRedirect).open(get) as resp:  # no redirect involved
         assert resp.status == 200
         assert hashlib.sha256(resp.read()).digest() == hashlib.sha256(data).digest()
 
@@ -152,7 +157,8 @@ def test_unknown_bucket_and_object(client, bucket):
 def test_checksum_declared_by_client_is_verified(cluster, bucket):
     url = f"{cluster.endpoint}/v1/objects/{bucket}/declared?mode=reverse"
     req = urllib.request.Request(url, method="PUT", data=b"abc",
-                                 headers={"X-Aisync-Checksum": "xxh3:0000000000000000"})
+                                 headers={"X-Aisync-Checksum": "xxh3:0000000000000000",
+                                          **admin(cluster)})
     status, body = _send(req)
     assert (status, body["code"]) == (400, "BadDigest")
     assert http_json(url, method="HEAD")[0] == 404  # nothing was stored
@@ -178,16 +184,22 @@ def test_keep_alive_connection_serves_many_gets(cluster, client, bucket, size):
     owner = client.head_object(bucket, "ka")  # warm
     assert owner.size == size
     u = urlparse(cluster.endpoint)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-    conn.request("HEAD", f"/v1/objects/{bucket}/ka")
-    location = urlparse(conn.getresponse().getheader("Location"))
-    conn.close()
+    signed = {}  # the proxy signs each Location for its method
+    for method in ("GET", "HEAD"):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        conn.request(method, f"/v1/objects/{bucket}/ka", headers=admin(cluster))
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 307
+        location = urlparse(resp.getheader("Location"))
+        signed[method] = f"{location.path}?{location.query}"
+        conn.close()
     conn = http.client.HTTPConnection(location.hostname, location.port, timeout=10)
     for _ in range(5):  # one TCP connection, five full GETs and a HEAD
-        conn.request("GET", location.path)
+        conn.request("GET", signed["GET"])
         resp = conn.getresponse()
         assert resp.status == 200 and resp.read() == data
-        conn.request("HEAD", location.path)
+        conn.request("HEAD", signed["HEAD"])
         resp = conn.getresponse()
         resp.read()
         assert int(resp.getheader("Content-Length")) == size
