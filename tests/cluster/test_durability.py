@@ -24,15 +24,19 @@ def fresh():
         yield c
 
 
-def _owner_url(cluster, bucket: str, name: str) -> str:
+def _owner_location(cluster, method: str, bucket: str, name: str) -> tuple[str, str]:
+    """``(owner URL, request target)`` the proxy redirects ``method`` of the object to (the
+    target carries the proxy's signature for that method: a client's only way to the owner)."""
     u = urlparse(cluster.endpoint)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=5)
-    conn.request("HEAD", f"/v1/objects/{bucket}/{name}")
+    conn.request(method, f"/v1/objects/{bucket}/{name}",
+                 headers={"Authorization": f"Bearer {cluster.token}"})
     resp = conn.getresponse()
     resp.read()
     conn.close()
     assert resp.status == 307
-    return resp.getheader("Location").split("/v1/")[0]
+    location = urlparse(resp.getheader("Location"))
+    return f"{location.scheme}://{location.netloc}", f"{location.path}?{location.query}"
 
 
 def test_sigkill_mid_put_leaves_no_partial_object(fresh):
@@ -44,12 +48,12 @@ def test_sigkill_mid_put_leaves_no_partial_object(fresh):
             client.put_object(bucket, name, data)
         name = "victim.bin"
         client.put_object(bucket, name, b"old version")  # an acknowledged earlier version
-        owner_url = _owner_url(fresh, bucket, name)
+        owner_url, signed_put = _owner_location(fresh, "PUT", bucket, name)
         owner = next(t for t in fresh.targets if t.url == owner_url)
         # Stream half of a large body straight to the owner, then kill it with SIGKILL.
         u = urlparse(owner_url)
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-        conn.putrequest("PUT", f"/v1/objects/{bucket}/{name}")
+        conn.putrequest("PUT", signed_put)
         conn.putheader("Content-Length", str(8 * 1024 * 1024))
         conn.endheaders()
         for _ in range(64):
