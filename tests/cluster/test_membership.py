@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from aisync.client import Client
-from tests.harness import FAST_FAILURE_DETECTION, LocalCluster, http_json, wait_for
+from tests.harness import FAST_FAILURE_DETECTION, LocalCluster, member_json, wait_for
 
 
 @pytest.fixture
@@ -44,12 +44,13 @@ def test_older_map_is_rejected_and_newest_persists_across_restart(fresh):
     target = fresh.targets[0]
     current = fresh.cluster_map(via=target)
     older = dict(current, version=current["version"] - 1)
-    status, body = http_json(f"{target.url}/v1/metasync", method="PUT",
-                             body=json.dumps({"cluster_map": older}).encode())
+    # sent as a member would (signed with the cluster secret): the map itself is refused
+    status, body = member_json(fresh, target.url, "PUT", "/v1/metasync",
+                               json.dumps({"cluster_map": older}).encode())
     assert (status, body["code"]) == (409, "StaleMapVersion")
     foreign = dict(current, uuid="0" * 32, version=current["version"] + 5)
-    status, body = http_json(f"{target.url}/v1/metasync", method="PUT",
-                             body=json.dumps({"cluster_map": foreign}).encode())
+    status, body = member_json(fresh, target.url, "PUT", "/v1/metasync",
+                               json.dumps({"cluster_map": foreign}).encode())
     assert status == 400
     held = current["version"]
     fresh.stop_node(target)
