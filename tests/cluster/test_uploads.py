@@ -23,11 +23,16 @@ from aisync.cluster.maps import ClusterMap
 from aisync.storage.uploads import MIN_PART_SIZE
 from aisync.util.names import BucketRef
 from tests.backends.moto_server import admin_client
-from tests.harness import http_json, wait_for
+from tests.harness import http_json, member_headers, wait_for
+
+#: The cluster secret the native upload calls are signed with: uploads are intra-cluster routes
+#: (the S3 front end calls them as a member), so this module calls them as a member too.
+MEMBER_SECRET: list[str] = []
 
 
 @pytest.fixture(scope="module")
 def cluster(lab_cluster):
+    MEMBER_SECRET[:] = [lab_cluster.cluster_secret]
     return lab_cluster
 
 
@@ -53,7 +58,12 @@ def call(url: str, method: str = "GET", body: bytes | dict | None = None,
     """One request, redirects not followed: (status, headers (case-insensitive), JSON body)."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
-    req = urllib.request.Request(url, method=method, data=body, headers=headers or {})
+    headers = dict(headers or {})
+    if MEMBER_SECRET:
+        parts = urllib.parse.urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers.update(member_headers(MEMBER_SECRET[0], method, target, body or b""))
+    req = urllib.request.Request(url, method=method, data=body, headers=headers)
     try:
         with urllib.request.build_opener(NoRedirect).open(req, timeout=120) as resp:
             status, hdrs, raw = resp.status, resp.headers, resp.read()
@@ -63,6 +73,11 @@ def call(url: str, method: str = "GET", body: bytes | dict | None = None,
         return status, hdrs, json.loads(raw) if raw else {}
     except ValueError:
         return status, hdrs, {"raw": raw.decode(errors="replace")}
+
+
+def member_get(url: str, target: str) -> tuple[int, dict]:
+    status, _, body = call(f"{url}{target}")
+    return status, body
 
 
 def owner_url(cluster, bucket: str, name: str, provider: str = "ais") -> str:
@@ -200,12 +215,12 @@ def test_listing_a_targets_uploads(cluster, bucket):
     made = [Upload(cluster, bucket, n) for n in names]
     seen = {}
     for target in cluster.targets:
-        status, body = http_json(f"{target.url}/v1/uploads/{bucket}")
+        status, body = member_get(target.url, f"/v1/uploads/{bucket}")
         assert status == 200, body
         keys = [(u["name"].encode(), u["initiated"]) for u in body["uploads"]]
         assert keys == sorted(keys)
         seen.update({u["upload_id"]: u["name"] for u in body["uploads"]})
-        prefixed = http_json(f"{target.url}/v1/uploads/{bucket}?prefix=b/")[1]["uploads"]
+        prefixed = member_get(target.url, f"/v1/uploads/{bucket}?prefix=b/")[1]["uploads"]
         assert all(u["name"].startswith("b/") for u in prefixed)
     assert seen == {u.id: u.name for u in made}
 
@@ -285,7 +300,7 @@ def test_destroying_a_bucket_drops_its_uploads(cluster, client, bucket):
     client.create_bucket(bucket)
     assert up.parts()[0] == 404
     for target in cluster.targets:
-        assert http_json(f"{target.url}/v1/uploads/{bucket}")[1]["uploads"] == []
+        assert member_get(target.url, f"/v1/uploads/{bucket}")[1]["uploads"] == []
 
 
 def test_kill_9_between_parts_and_complete(cluster, client, bucket):
