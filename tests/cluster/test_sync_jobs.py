@@ -39,7 +39,8 @@ def get_latest(cluster, uri: str, name: str) -> bytes:
     """A GET with the per-request ``latest`` override (redirects followed)."""
     provider, _, bucket = uri.partition("://")
     url = f"{cluster.endpoint}/v1/objects/{bucket}/{name}?provider={provider}&latest=true"
-    with urllib.request.urlopen(url, timeout=30) as resp:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {cluster.token}"})
+    with urllib.request.urlopen(request, timeout=30) as resp:  # to the Location a proxy signed
         return resp.read()
 
 
@@ -102,7 +103,9 @@ def test_validate_refetches_same_size_change_and_synchronize_drops_deleted(
         client.get_object(uri, "a.bin")
     assert "a.bin" not in cached_names(client, uri)  # synchronize removed it
 
-    with urllib.request.urlopen(f"{cluster.endpoint}/v1/metrics", timeout=10) as resp:
+    request = urllib.request.Request(f"{cluster.endpoint}/v1/metrics",
+                                     headers={"Authorization": f"Bearer {cluster.token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
         metrics = resp.read().decode()
     assert 'aisync_on_access_total{event="out_of_band_changes"}' in metrics
     assert 'aisync_on_access_total{event="removed_copies"} 1' in metrics
