@@ -25,7 +25,7 @@ from aisync.util.units import parse_duration
 
 ENV_PREFIX = "AISYNC_"
 #: ``AISYNC_*`` variables that belong to tools (CLI, tests), not to a node's configuration.
-NOT_NODE_SETTINGS = frozenset({"CONFIG", "ENDPOINT", "CLUSTER_DIR", "SKIP_POSTGRES"})
+NOT_NODE_SETTINGS = frozenset({"CONFIG", "ENDPOINT", "CLUSTER_DIR", "SKIP_POSTGRES", "TOKEN"})
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
