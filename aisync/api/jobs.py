@@ -111,16 +111,20 @@ class ProxyJobs:
         self.scheduler: JobScheduler | None = None
         r = node.router
         client = Access.CLIENT
-        r.add("POST", "/v1/jobs", self.handle_start, access=client, body="json")
-        r.add("GET", "/v1/jobs", self.handle_list, access=client)
-        r.add("GET", "/v1/jobs/{job}", self.handle_get, access=client)
-        r.add("POST", "/v1/jobs/{job}/abort", self.handle_abort, access=client)
-        r.add("GET", "/v1/jobs/{job}/report", self.handle_report, access=client)
-        r.add("POST", "/v1/schedules", self.handle_add_schedule, access=client, body="json")
-        r.add("GET", "/v1/schedules", self.handle_list_schedules, access=client)
-        r.add("GET", "/v1/schedules/{name}", self.handle_get_schedule, access=client)
-        r.add("DELETE", "/v1/schedules/{name}", self.handle_remove_schedule, access=client)
-        r.add("GET", "/v1/metrics", self.handle_metrics, access=client)
+        r.add("POST", "/v1/jobs", self.handle_start, access=client, query=(), body="json")
+        r.add("GET", "/v1/jobs", self.handle_list, access=client, query=("state", "limit"))
+        r.add("GET", "/v1/jobs/{job}", self.handle_get, access=client, query=("wait",))
+        r.add("POST", "/v1/jobs/{job}/abort", self.handle_abort, access=client, query=())
+        r.add("GET", "/v1/jobs/{job}/report", self.handle_report, access=client,
+              query=("action", "after", "limit"))
+        r.add("POST", "/v1/schedules", self.handle_add_schedule, access=client, query=(),
+              body="json")
+        r.add("GET", "/v1/schedules", self.handle_list_schedules, access=client, query=())
+        r.add("GET", "/v1/schedules/{name}", self.handle_get_schedule, access=client,
+              query=())
+        r.add("DELETE", "/v1/schedules/{name}", self.handle_remove_schedule, access=client,
+              query=())
+        r.add("GET", "/v1/metrics", self.handle_metrics, access=client, query=())
 
     # -- lifecycle (primary) --
     async def start(self) -> None:
@@ -323,21 +327,25 @@ class ProxyJobs:
         await self._tell_targets(job_id, "settle", 600)
 
     # -- change feeds (a remote ais:// bucket as the source) --
-    def _feed_source(self, spec: JobSpec) -> tuple[list[str], str] | None:
+    def _feed_source(self, spec: JobSpec) -> tuple[list[str], str, dict[str, str]] | None:
+        """``(the remote's proxy URLs, the bucket's name there, what authenticates us to it)``
+        when the job's source is a bucket of an attached remote cluster."""
         src = self._bucket(spec.bucket)
         if src.provider != "ais" or not src.namespace:
             return None
-        return self.node.remote_urls(src.namespace), src.name
+        return (self.node.remote_urls(src.namespace), src.name,
+                self.node.remote_headers(src.namespace))
 
     async def _feed_get(self, spec: JobSpec, query: dict[str, str]) -> dict[str, Any]:
         feed = self._feed_source(spec)
         assert feed is not None and self.node.session is not None
-        urls, name = feed
+        urls, name, headers = feed
         last: Exception | None = None
         for url in urls:  # failover between the remote's proxies
             try:
                 async with self.node.session.get(
                         f"{url}/v1/buckets/{name}/changes", params=query,
+                        headers=headers,
                         timeout=aiohttp.ClientTimeout(total=60)) as resp:
                     body = await json_answer(resp, f"the remote proxy at {url}")
                     if resp.status != 200:
@@ -482,7 +490,9 @@ class ProxyJobs:
         if (fwd := await self._forwarded(request)) is not None:
             return fwd
         body = await json_object(request, "schedule")
-        replace = bool(body.pop("replace", False))
+        replace = body.pop("replace", False)
+        if not isinstance(replace, bool):
+            raise InvalidArgument("schedule: replace must be true or false")
         spec = parse_schedule(body)
         await self._register_remote_buckets(spec.job)
         spec = spec.model_copy(update={"job": self._normalized(spec.job)})

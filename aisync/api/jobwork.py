@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from aisync.api.accepts import check_fields
 from aisync.api.common import MATCH, json_object
 from aisync.backends.ais import AisBackend
 from aisync.cluster.maps import BucketProps
@@ -24,6 +25,10 @@ from aisync.util.names import parse_uri
 if TYPE_CHECKING:
     from aisync.api.target import TargetNode
 
+#: What ``POST /v1/jobs/{job}/batch`` carries: the job's spec, how many targets share its
+#: limits, and this target's actions.
+BATCH_FIELDS = frozenset({"spec", "targets", "actions"})
+
 
 class TargetJobs:
     def __init__(self, node: TargetNode) -> None:
@@ -31,9 +36,10 @@ class TargetJobs:
         self.executor = JobExecutor(node.store)
         self._cluster: AisBackend | None = None
         self._cluster_urls: tuple[str, ...] = ()
-        node.router.add("POST", "/v1/jobs/{job}/batch", self.handle_batch, body="json")
-        node.router.add("POST", "/v1/jobs/{job}/abort", self.handle_abort)
-        node.router.add("POST", "/v1/jobs/{job}/settle", self.handle_settle, body="json")
+        node.router.add("POST", "/v1/jobs/{job}/batch", self.handle_batch, query=(),
+                        body="json")
+        node.router.add("POST", "/v1/jobs/{job}/abort", self.handle_abort, query=())
+        node.router.add("POST", "/v1/jobs/{job}/settle", self.handle_settle, query=())
 
     async def close(self) -> None:
         if self._cluster is not None:
@@ -59,13 +65,18 @@ class TargetJobs:
         if self._cluster is None or urls != self._cluster_urls:
             if self._cluster is not None:
                 await self._cluster.close()
-            self._cluster, self._cluster_urls = AisBackend(list(urls)), urls
+            token = self.node.config.auth.admin_token  # this cluster's own client routes
+            self._cluster = AisBackend(list(urls),
+                                       token=token.get_secret_value() if token else "")
+            self._cluster_urls = urls
         return self._cluster
 
     async def _context(self, body: dict) -> tuple[str, BatchContext]:
-        spec = parse_spec(body.get("spec") if isinstance(body.get("spec"), dict) else {})
+        if not isinstance(body.get("spec"), dict):
+            raise InvalidArgument("job batch: spec must be a job specification (an object)")
+        spec = parse_spec(body["spec"])
         targets = body.get("targets", 1)
-        if not isinstance(targets, int) or targets < 1:
+        if type(targets) is not int or targets < 1:
             raise InvalidArgument("targets must be a positive integer")
         src = self._props(spec.bucket)
         share = {"bandwidth": spec.bandwidth / targets if spec.bandwidth else None,
@@ -90,7 +101,7 @@ class TargetJobs:
 
     async def handle_batch(self, request: web.BaseRequest) -> web.Response:
         job_id = request[MATCH]["job"]
-        body = await json_object(request, "job batch")
+        body = check_fields(await json_object(request, "job batch"), BATCH_FIELDS, "job batch")
         actions = body.get("actions")
         if not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions):
             raise InvalidArgument("actions must be a list of objects")

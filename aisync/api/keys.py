@@ -94,13 +94,14 @@ class ProxyKeys:
         self._known: dict[str, str] = {}
         self._inflight: dict[str, asyncio.Future[str | None]] = {}
         r = node.router
-        r.add("POST", "/v1/auth/keys", self.handle_create, access=Access.CLIENT, body="json")
-        r.add("GET", "/v1/auth/keys", self.handle_list, access=Access.CLIENT)
+        r.add("POST", "/v1/auth/keys", self.handle_create, access=Access.CLIENT, query=(),
+              body="json")
+        r.add("GET", "/v1/auth/keys", self.handle_list, access=Access.CLIENT, query=())
         # greedy: a malformed id with a '/' in it is "no such key", not "no such API path"
         r.add("DELETE", "/v1/auth/keys/{access_key:.+}", self.handle_delete,
-              access=Access.CLIENT)
+              access=Access.CLIENT, query=())
         # how other proxies learn a secret to check SigV4: members only, never a client
-        r.add("GET", "/v1/auth/keys/{access_key}/secret", self.handle_secret)
+        r.add("GET", "/v1/auth/keys/{access_key}/secret", self.handle_secret, query=())
 
     # -- routes --
 

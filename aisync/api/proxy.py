@@ -16,6 +16,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
+from aisync.api import accepts
 from aisync.api.common import (
     bool_query,
     bucket_ref,
@@ -59,22 +60,33 @@ class ProxyNode(NodeRuntime):
         self.mode = config.http.proxy_mode
         r = self.router
         client = Access.CLIENT
-        for method in ("GET", "HEAD", "DELETE"):
-            r.add(method, "/v1/objects/{bucket}/{name:.+}", self.handle_object, access=client)
+        # Object requests go on to the owning target with their query as sent: the target's
+        # object routes accept the same parameters (aisync.api.accepts).
+        for method, query in (("GET", accepts.OBJECT_READ), ("HEAD", accepts.OBJECT_READ),
+                              ("DELETE", accepts.OBJECT_WRITE)):
+            r.add(method, "/v1/objects/{bucket}/{name:.+}", self.handle_object, access=client,
+                  query=query)
         r.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_object,
-              expect=self.expect_put, access=client, body="stream")
-        r.add("GET", "/v1/buckets", self.handle_list_buckets, access=client)
+              expect=self.expect_put, access=client, query=accepts.OBJECT_WRITE,
+              body="stream")
+        r.add("GET", "/v1/buckets", self.handle_list_buckets, access=client, query=())
         r.add("PUT", "/v1/buckets/{bucket}", self.handle_create_bucket, access=client,
+              query=accepts.BUCKET, body="json")
+        r.add("HEAD", "/v1/buckets/{bucket}", self.handle_head_bucket, access=client,
+              query=accepts.BUCKET)
+        r.add("DELETE", "/v1/buckets/{bucket}", self.handle_destroy_bucket, access=client,
+              query=accepts.BUCKET)
+        r.add("GET", "/v1/buckets/{bucket}", self.handle_list_objects, access=client,
+              query=accepts.LISTING | {"cached"})
+        r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info, access=client,
+              query=accepts.BUCKET)
+        r.add("GET", "/v1/buckets/{bucket}/changes", self.handle_changes, access=client,
+              query=accepts.CHANGES)
+        r.add("GET", "/v1/cluster/status", self.handle_cluster_status, access=client, query=())
+        r.add("POST", "/v1/cluster/join", self.handle_join, access=Access.MEMBER, query=(),
               body="json")
-        r.add("HEAD", "/v1/buckets/{bucket}", self.handle_head_bucket, access=client)
-        r.add("DELETE", "/v1/buckets/{bucket}", self.handle_destroy_bucket, access=client)
-        r.add("GET", "/v1/buckets/{bucket}", self.handle_list_objects, access=client)
-        r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info, access=client)
-        r.add("GET", "/v1/buckets/{bucket}/changes", self.handle_changes, access=client)
-        r.add("GET", "/v1/cluster/status", self.handle_cluster_status, access=client)
-        r.add("POST", "/v1/cluster/join", self.handle_join, access=Access.MEMBER, body="json")
         r.add("PATCH", "/v1/buckets/{bucket}", self.handle_bucket_props, access=client,
-              body="json")
+              query=accepts.BUCKET, body="json")
         self.jobs = ProxyJobs(self)
         self.remotes = ProxyRemotes(self)
         self.s3 = S3Frontend(self)
@@ -213,16 +225,19 @@ class ProxyNode(NodeRuntime):
         ref = bucket_ref(request)
         if not self.is_primary:
             return await self._forward_to_primary(request)
+        body = await json_object(request, "bucket properties", required=False)
         if ref.namespace:  # a bucket of an attached remote cluster
             if ref.provider != "ais":
                 raise InvalidArgument(f"{ref}: only ais:// buckets live in remote clusters")
+            if body:
+                raise InvalidArgument(f"{ref}: a bucket of a remote cluster takes no "
+                                      f"properties")
             if self.state.bmap is not None and self.state.bmap.get(ref) is not None:
                 raise BucketAlreadyExists(f"bucket {ref} already exists")
             props = await self.remotes.ensure_bucket(ref)
             assert props is not None
             return web.json_response(props.model_dump(), status=201)
         assert self.primary is not None
-        body = await json_object(request, "bucket properties", required=False)
         unknown = set(body) - {"profile", "settings", "source"}
         if unknown:
             raise InvalidArgument(f"unknown bucket properties: {', '.join(sorted(unknown))}")
@@ -429,14 +444,10 @@ class ProxyNode(NodeRuntime):
         if not self.is_primary:
             return await self._forward_to_primary(request)
         assert self.primary is not None
-        body = await json_object(request, "join")
-        try:
-            node = NodeInfo(id=body["id"], role=body["role"], url=body["url"],
-                            host=body.get("host"), local_socket=body.get("local_socket"))
-            held = int(body.get("map_version", 0))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidArgument(f"invalid join request: {exc}") from None
-        cmap, bmap = await self.primary.join(node, held)
+        join = accepts.parse_join(await json_object(request, "join"))
+        node = NodeInfo(id=join.id, role=join.role, url=join.url, host=join.host,
+                        local_socket=join.local_socket)
+        cmap, bmap = await self.primary.join(node, join.map_version)
         return web.json_response({"cluster_map": cmap.model_dump(mode="json"),
                                   "bucket_map": bmap.model_dump(mode="json")})
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from aisync.api import accepts
 from aisync.api.common import (
     bool_query,
     bucket_ref,
@@ -65,10 +66,14 @@ class ReadWorker:
         self.gate = Gate(config.auth, str(config.node_id), lambda origin: origin == MAIN)
         self.router = Router(fallback=self.forward, gate=self.gate)
         obj = Access.OBJECT
-        self.router.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj)
-        self.router.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj)
+        # Exactly what the main process's object routes accept (aisync.api.accepts).
+        self.router.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj,
+                        query=accepts.OBJECT_READ)
+        self.router.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj,
+                        query=accepts.OBJECT_READ)
         self.router.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.forward,
-                        expect=self.expect_put, access=obj, body="stream")
+                        expect=self.expect_put, access=obj,
+                        query=accepts.OBJECT_WRITE, body="stream")
         self.cmap: ClusterMap | None = None
         self.bmap: BucketMap | None = None
 

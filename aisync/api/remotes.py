@@ -1,8 +1,11 @@
 """Remote clusters (peers in other zones), attached by alias, on the proxy.
 
-* ``PUT /v1/remotes/{alias}`` with ``{"urls": ["http://proxy.zone-a:51080", ...]}`` attaches
-  (or re-attaches with new URLs) a remote cluster; one of the URLs must answer with its cluster
-  map, whose uuid is recorded (a cluster cannot attach itself).
+* ``PUT /v1/remotes/{alias}`` (body ``{}``, or ``{"urls": [...]}`` to use only some) attaches a
+  remote cluster that the nodes' configuration names as ``remotes.<alias>`` (its proxy URLs and
+  its token): an alias it does not name, or a URL its profile does not list, is 403
+  ``AccessDenied``, so no request makes the cluster fetch from a URL its operator did not
+  configure. One of the URLs must answer with its cluster map, whose uuid is recorded (a cluster
+  cannot attach itself).
 * ``DELETE /v1/remotes/{alias}`` detaches it (refused while buckets of it are registered).
 * ``GET /v1/remotes`` lists them with live reachability and the peer's map versions.
 
@@ -21,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
+from aisync.api.accepts import check_fields
 from aisync.api.common import MATCH, json_answer, json_object
 from aisync.auth import Access
 from aisync.cluster.maps import BucketProps
 from aisync.util.errors import (
+    AccessDenied,
     BackendUnavailable,
     InvalidArgument,
     NodeUnavailable,
@@ -48,17 +53,23 @@ class ProxyRemotes:
     def __init__(self, node: ProxyNode) -> None:
         self.node = node
         r = node.router
-        r.add("GET", "/v1/remotes", self.handle_list, access=Access.CLIENT)
+        r.add("GET", "/v1/remotes", self.handle_list, access=Access.CLIENT, query=())
         r.add("PUT", "/v1/remotes/{alias}", self.handle_attach, access=Access.CLIENT,
-              body="json")
-        r.add("DELETE", "/v1/remotes/{alias}", self.handle_detach, access=Access.CLIENT)
+              query=(), body="json")
+        r.add("DELETE", "/v1/remotes/{alias}", self.handle_detach, access=Access.CLIENT,
+              query=())
 
-    async def _probe(self, url: str, timeout: float = 3.0) -> dict[str, Any] | None:
+    async def _probe(self, alias: str, url: str,
+                     timeout: float = 3.0) -> dict[str, Any] | None:
         """The remote's cluster map from ``url``, or None when it does not answer."""
         session = self.node.session
         assert session is not None
         try:
-            async with session.get(f"{url}/v1/cluster/map",
+            headers = self.node.remote_headers(alias)
+        except AccessDenied:
+            return None
+        try:
+            async with session.get(f"{url}/v1/cluster/map", headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 if resp.status != 200:
                     return None
@@ -73,14 +84,26 @@ class ProxyRemotes:
             raise InvalidArgument(f"bad remote alias {alias!r}: letters, digits, '.', '_', '-'")
         if not self.node.is_primary:
             return await self.node._forward_to_primary(request)
-        body = await json_object(request, "remote")
+        body = check_fields(await json_object(request, "remote", required=False),
+                            frozenset({"urls"}), "remote")
         urls = body.get("urls")
         if isinstance(urls, str):
             urls = [urls]
-        if not isinstance(urls, list) or not urls:
-            raise InvalidArgument("urls must be one or more proxy URLs of the remote cluster")
-        urls = list(dict.fromkeys(_url(u) for u in urls))
-        maps = [m for m in await asyncio.gather(*(self._probe(u) for u in urls)) if m]
+        if urls is not None:  # the shape first: a request we do not understand is a 400
+            if not isinstance(urls, list) or not urls:
+                raise InvalidArgument("urls must be one or more proxy URLs of the remote "
+                                      "cluster")
+            urls = list(dict.fromkeys(_url(u) for u in urls))
+        profile = self.node.remote_profile(alias)  # AccessDenied: not in this node's config
+        if urls is None:
+            urls = list(dict.fromkeys(_url(u) for u in profile.urls))
+        if not urls:
+            raise InvalidArgument(f"the nodes' remotes.{alias}.urls lists no URL")
+        unknown = [u for u in urls if u not in profile.urls]
+        if unknown:
+            raise AccessDenied(f"remote {alias}: {', '.join(unknown)} is not among the URLs of "
+                               f"remotes.{alias} in the nodes' configuration")
+        maps = [m for m in await asyncio.gather(*(self._probe(alias, u) for u in urls)) if m]
         if not maps:
             raise BackendUnavailable(f"remote {alias}: none of {', '.join(urls)} answered")
         uuids = {m["uuid"] for m in maps}
@@ -109,7 +132,7 @@ class ProxyRemotes:
         async def view(alias: str, definition: dict[str, Any]) -> dict[str, Any]:
             answered, peer = None, None
             for url in definition.get("urls", []):
-                peer = await self._probe(url)
+                peer = await self._probe(alias, url)
                 if peer is not None:
                     answered = url
                     break

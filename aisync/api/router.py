@@ -16,6 +16,16 @@ system, so they skip ``web.Application`` (its router, middleware chain and signa
 * a final answer given before the body of an ``Expect: 100-continue`` request was invited (a
   refusal, the proxy's redirect) closes the connection: the client may or may not send the
   body anyway, and whatever it sends must not be read as its next request;
+* a route never acts on a request it does not understand. Each route declares the query
+  parameters it reads (``query``, required) and what body it takes (``body``); right after the
+  gate, before ``100 Continue`` and the handler, the router answers 400 ``InvalidArgument`` for
+  a parameter the route does not declare (naming it and the accepted ones), a parameter given
+  twice, and a body (``Content-Length`` over 0, or chunked) on a route that takes none. A
+  ``json`` route's body, when there is one, must be a JSON object whatever its Content-Type
+  (``curl -d`` and urllib label JSON as form data): checked once the body may be read, before
+  the handler, which then validates its fields. A ``stream`` body is the handler's. The
+  signed-redirect parameter (``ais_auth``) is accepted on every ``Access.OBJECT`` route. The
+  fallback (the S3 front end) checks its own requests;
 * this is the one place exceptions become responses (see ``aisync.api.common.error_response``).
 """
 
@@ -27,10 +37,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from aisync.api.common import MATCH, error_response
+from aisync.api.common import MATCH, error_response, json_document
 from aisync.auth import Access, Gate
 from aisync.auth.gate import IDENTITY
-from aisync.util.errors import AisyncError, MethodNotAllowed, NotFound
+from aisync.auth.redirects import PARAM as REDIRECT_PARAM
+from aisync.util.errors import AisyncError, InvalidArgument, MethodNotAllowed, NotFound
 
 log = logging.getLogger("aisync.api")
 
@@ -47,9 +58,38 @@ class Route:
     handler: Handler
     expect: ExpectHook | None = None
     access: Access = Access.MEMBER
-    #: Query parameters the route understands (None: not declared).
+    #: The query parameters the route understands; None only for a fallback, which checks
+    #: its own requests (every route added with :meth:`Router.add` declares them).
     query: frozenset[str] | None = None
+    #: What the route takes as its body: one of :data:`BODY_KINDS`.
     body: str = "none"
+
+
+def _names(names) -> str:
+    return ", ".join(repr(str(n)[:64]) for n in sorted(names)[:10]) or "none"
+
+
+def _check_request(route: Route, request: web.BaseRequest) -> None:
+    """The query and body rules of a routed request: cheap, and nothing at all to do when
+    there is neither a query string nor a body (an object GET's usual shape)."""
+    allowed = route.query
+    if allowed is None:
+        return
+    if request.query_string:
+        query = request.query
+        unknown = {key for key in query if key not in allowed}
+        if unknown:
+            accepted = sorted(allowed - {REDIRECT_PARAM})
+            raise InvalidArgument(f"this route does not take the query parameter(s) "
+                                  f"{_names(unknown)}; accepted: {_names(accepted)}",
+                                  unknown=sorted(unknown)[:10], accepted=accepted)
+        if len(query) > 1 and len(set(query)) != len(query):
+            repeated = sorted({key for key in query if len(query.getall(key)) > 1})
+            raise InvalidArgument(f"query parameter(s) given more than once: {_names(repeated)}",
+                                  repeated=repeated)
+    if route.body == "none" and request.body_exists:
+        raise InvalidArgument("this route takes no body (the request has a Content-Length "
+                              "over 0 or a chunked body)")
 
 
 class _Pattern:
@@ -107,19 +147,27 @@ class Router:
         self._reserved = reserved
 
     def add(self, method: str, pattern: str, handler: Handler, *,
+            query: frozenset[str] | set[str] | tuple[str, ...],
             expect: ExpectHook | None = None, access: Access = Access.MEMBER,
-            query: frozenset[str] | set[str] | tuple[str, ...] | None = None,
             body: str = "none") -> None:
+        """Route ``method pattern`` to ``handler``. ``query``: every query parameter the
+        handler reads (anything else is refused; ``()`` for none). ``body``: ``none`` (any body
+        is refused), ``json`` (a JSON object, optional unless the handler requires it) or
+        ``stream`` (the handler reads it)."""
         if body not in BODY_KINDS:
             raise ValueError(f"body must be one of {BODY_KINDS}")
+        if isinstance(query, str):
+            raise TypeError("query is a collection of parameter names, not one string")
+        accepted = frozenset(query)
+        if access is Access.OBJECT:  # a proxy's signed Location carries it
+            accepted |= {REDIRECT_PARAM}
         compiled = self._by_text.get(pattern)
         if compiled is None:
             compiled = self._by_text[pattern] = _Pattern(pattern)
             self._patterns.append(compiled)
         if method in compiled.methods:
             raise ValueError(f"{method} {pattern} is already routed")
-        compiled.methods[method] = Route(handler, expect, access,
-                                         None if query is None else frozenset(query), body)
+        compiled.methods[method] = Route(handler, expect, access, accepted, body)
 
     def routes(self) -> list[tuple[str, str, Route]]:
         """Every ``(method, pattern, route)``: what the route-walking tests go through."""
@@ -162,6 +210,7 @@ class Router:
             if gate is not None:
                 request[IDENTITY] = await gate.admit(request, route.access,
                                                      route.body == "stream")
+            _check_request(route, request)
             if held_back:
                 if route.expect is not None:
                     early = await route.expect(request)
@@ -173,6 +222,8 @@ class Router:
                 held_back = False
             if gate is not None and gate.body_pending(request):
                 await gate.check_body(request)
+            if route.body == "json" and request.body_exists:
+                json_document(await request.read(), "the request body")
             return await route.handler(request)
         except AisyncError as exc:
             answer = error_response(request, exc.status, exc.code, exc.message,
@@ -182,7 +233,7 @@ class Router:
                 answer = exc  # redirects raised by handlers
             else:
                 answer = error_response(request, exc.status, "HTTPError", exc.reason)
-        except (ConnectionResetError, TimeoutError) as exc:
+        except (ConnectionError, TimeoutError) as exc:  # reset, broken pipe, aborted
             # The client (or the peer a body was relayed from) went away mid-request: nothing
             # to answer. A response on a closed transport is dropped quietly by aiohttp.
             log.info("client went away: %s %s (%s)", request.method, request.path, exc)

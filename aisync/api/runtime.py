@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from aisync.api.accepts import check_fields
 from aisync.api.common import bucket_ref, json_answer, json_object
 from aisync.api.localread import host_identity
 from aisync.api.router import Router
@@ -28,11 +29,20 @@ from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
 from aisync.cluster.sources import SourcePool
 from aisync.cluster.state import ClusterState
 from aisync.cluster.workers import WorkerStatus
-from aisync.config import NodeConfig
-from aisync.util.errors import BucketNotFound, InvalidArgument, NodeUnavailable, RemoteNotFound
+from aisync.config import NodeConfig, RemoteProfile
+from aisync.util.errors import (
+    AccessDenied,
+    BucketNotFound,
+    InvalidArgument,
+    NodeUnavailable,
+    RemoteNotFound,
+)
 from aisync.util.names import BucketRef
 
 log = logging.getLogger("aisync.node")
+
+#: What ``PUT /v1/metasync`` carries (either or both).
+METASYNC_FIELDS = frozenset({"cluster_map", "bucket_map"})
 
 
 def load_node_id(config: NodeConfig) -> str:
@@ -62,7 +72,7 @@ class NodeRuntime:
         self._blocking = ThreadPoolExecutor(4, thread_name_prefix="aisync-ctl")
         self.catalog = Catalog(config.resolved_catalog_url())
         self.state = ClusterState(self.catalog, self.run_blocking)
-        self.sources = SourcePool(config.backends, remotes=self.remote_urls)
+        self.sources = SourcePool(config.backends, remotes=self._remote_settings)
         self.session: aiohttp.ClientSession | None = None
         self.workers: dict[str, WorkerStatus] = {}
         self._tasks: list[asyncio.Task] = []
@@ -75,10 +85,14 @@ class NodeRuntime:
             r.add(method, "/v1/health", self.handle_health, access=Access.PUBLIC, query=())
             r.add(method, "/v1/health/ready", self.handle_ready, access=Access.PUBLIC,
                   query=())
-        r.add("GET", "/v1/cluster/map", self.handle_cluster_map, access=Access.CLIENT)
-        r.add("GET", "/v1/cluster/bucket-map", self.handle_bucket_map, access=Access.CLIENT)
-        r.add("PUT", "/v1/metasync", self.handle_metasync, access=Access.MEMBER, body="json")
-        r.add("GET", "/v1/node/status", self.handle_node_status, access=Access.CLIENT)
+        r.add("GET", "/v1/cluster/map", self.handle_cluster_map, access=Access.CLIENT,
+              query=())
+        r.add("GET", "/v1/cluster/bucket-map", self.handle_bucket_map, access=Access.CLIENT,
+              query=())
+        r.add("PUT", "/v1/metasync", self.handle_metasync, access=Access.MEMBER, query=(),
+              body="json")
+        r.add("GET", "/v1/node/status", self.handle_node_status, access=Access.CLIENT,
+              query=())
 
     async def run_blocking(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._blocking, fn, *args)
@@ -146,6 +160,11 @@ class NodeRuntime:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
+    def _remote_settings(self, alias: str) -> dict:
+        token = self.remote_profile(alias).token
+        return {"endpoints": self.remote_urls(alias),
+                "token": token.get_secret_value() if token else ""}
+
     def is_member_origin(self, origin: str) -> bool:
         """Whether ``scheme://host:port`` is a node of this cluster (or the configured primary
         being joined): the node's session signs requests to those origins, and only to those."""
@@ -185,13 +204,33 @@ class NodeRuntime:
         return self._document(self.state.bmap, "bucket map")
 
     def remote_urls(self, alias: str) -> list[str]:
-        """The proxy URLs of the remote cluster attached as ``alias``."""
+        """The proxy URLs of the remote cluster attached as ``alias`` that this node's own
+        ``remotes.<alias>`` profile also lists: a forged or stale bucket map cannot point this
+        node at a URL its operator did not configure."""
         bmap = self.state.bmap
         remote = bmap.remotes.get(alias) if bmap is not None else None
         if remote is None:
             raise RemoteNotFound(f"no remote cluster {alias!r} is attached "
-                                 f"(aisync remote attach {alias}=URL)")
-        return list(remote["urls"])
+                                 f"(aisync remote attach {alias})")
+        allowed = set(self.remote_profile(alias).urls)
+        urls = [u for u in remote["urls"] if u.rstrip("/") in allowed]
+        if not urls:
+            raise AccessDenied(f"none of remote {alias!r}'s URLs is in this node's "
+                               f"remotes.{alias}.urls")
+        return urls
+
+    def remote_profile(self, alias: str) -> RemoteProfile:
+        """This node's configuration of peer ``alias`` (normalized URLs, its token)."""
+        profile = self.config.remotes.get(alias)
+        if profile is None:
+            raise AccessDenied(f"remote {alias!r} is not configured on this node: add "
+                               f"remotes.{alias} (urls and token) to the nodes' configuration")
+        return profile.model_copy(update={"urls": [u.rstrip("/") for u in profile.urls]})
+
+    def remote_headers(self, alias: str) -> dict[str, str]:
+        """What authenticates this node to peer ``alias``: its profile's bearer token."""
+        token = self.remote_profile(alias).token
+        return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
     def known_bucket(self, request: web.BaseRequest) -> tuple[BucketRef, BucketProps]:
         """The request's bucket and its properties; ``BucketNotFound`` if the map lacks it."""
@@ -202,7 +241,10 @@ class NodeRuntime:
         return ref, props
 
     async def handle_metasync(self, request: web.BaseRequest) -> web.Response:
-        body = await json_object(request, "metasync")
+        body = check_fields(await json_object(request, "metasync"), METASYNC_FIELDS,
+                            "metasync")
+        if not body:
+            raise InvalidArgument("metasync: give cluster_map, bucket_map or both")
         try:
             cmap = ClusterMap.model_validate(body["cluster_map"]) if "cluster_map" in body \
                 else None

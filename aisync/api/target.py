@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from aisync.api import accepts
 from aisync.api.common import (
     bool_query,
     int_query,
@@ -49,6 +50,7 @@ from aisync.sync.onaccess import Decision, OnAccess
 from aisync.sync.peers import Peer, PeerFirst, PeerStats
 from aisync.sync.readthrough import ColdFetch, ReadThrough
 from aisync.util.errors import (
+    AccessDenied,
     ChecksumMismatch,
     IncompleteBody,
     ObjectNotFound,
@@ -131,14 +133,20 @@ class TargetNode(NodeRuntime):
         self.local_reads: LocalReadServer | None = None  # short-circuit reads for local proxies
         r = self.router
         obj = Access.OBJECT  # members, and clients a proxy redirected here
-        r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj)
-        r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj)
+        # The query a proxy's object route accepted comes here as is (aisync.api.accepts).
+        r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj,
+              query=accepts.OBJECT_READ)
+        r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj,
+              query=accepts.OBJECT_READ)
         r.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.handle_put, expect=self.expect_put,
-              access=obj, body="stream")
-        r.add("DELETE", "/v1/objects/{bucket}/{name:.+}", self.handle_delete, access=obj)
-        r.add("GET", "/v1/buckets/{bucket}", self.handle_list)
-        r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info)
-        r.add("GET", "/v1/buckets/{bucket}/changes", self.handle_changes)
+              access=obj, query=accepts.OBJECT_WRITE, body="stream")
+        r.add("DELETE", "/v1/objects/{bucket}/{name:.+}", self.handle_delete, access=obj,
+              query=accepts.OBJECT_WRITE)
+        r.add("GET", "/v1/buckets/{bucket}", self.handle_list, query=accepts.LISTING)
+        r.add("GET", "/v1/buckets/{bucket}/info", self.handle_bucket_info,
+              query=accepts.BUCKET)
+        r.add("GET", "/v1/buckets/{bucket}/changes", self.handle_changes,
+              query=accepts.CHANGES)
         self.state.add_listener(self._on_maps)
 
     async def start_role(self) -> None:
@@ -319,9 +327,11 @@ class TargetNode(NodeRuntime):
         peers = []
         for alias in aliases or props.peers:
             try:
-                peers.append(Peer(alias, tuple(self.remote_urls(alias))))
-            except RemoteNotFound:
-                log.warning("bucket %s lists peer %s, which is not attached", props.ref, alias)
+                peers.append(Peer(alias, tuple(self.remote_urls(alias)),
+                                  tuple(self.remote_headers(alias).items())))
+            except (RemoteNotFound, AccessDenied) as exc:
+                log.warning("bucket %s lists peer %s, which cannot be used: %s", props.ref,
+                            alias, exc)
         query = {"provider": props.provider}
         assert self.session is not None
         return PeerFirst(backend, peers, provider=props.provider, bucket_path=props.name,

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from aisync.api import accepts
 from aisync.api.common import (
     bucket_ref,
     int_query,
@@ -74,12 +75,15 @@ class TargetUploads:
                                    "max_age_s": MAX_AGE})
         self._gc_task: asyncio.Task | None = None
         r = node.router
-        r.add("POST", "/v1/uploads/{bucket}/{name:.+}", self.handle_post)
+        upload = accepts.BUCKET | {"upload_id"}
+        r.add("POST", "/v1/uploads/{bucket}/{name:.+}", self.handle_post,
+              query=upload | {"complete"}, body="json")
         r.add("PUT", "/v1/uploads/{bucket}/{name:.+}", self.handle_part, expect=self.expect_part,
-              body="stream")
-        r.add("GET", "/v1/uploads/{bucket}/{name:.+}", self.handle_get)
-        r.add("DELETE", "/v1/uploads/{bucket}/{name:.+}", self.handle_abort)
-        r.add("GET", "/v1/uploads/{bucket}", self.handle_list)
+              query=upload | {"part"}, body="stream")
+        r.add("GET", "/v1/uploads/{bucket}/{name:.+}", self.handle_get,
+              query=upload | {"part_marker", "max_parts"})
+        r.add("DELETE", "/v1/uploads/{bucket}/{name:.+}", self.handle_abort, query=upload)
+        r.add("GET", "/v1/uploads/{bucket}", self.handle_list, query=accepts.BUCKET | {"prefix"})
 
     # -- lifecycle and the GC worker --
     def start(self) -> None:
@@ -150,6 +154,9 @@ class TargetUploads:
         return await self._complete(request)
 
     async def _create(self, request: web.BaseRequest) -> web.Response:
+        if request.body_exists or "complete" in request.query:
+            raise InvalidArgument("create takes no body and no 'complete' (that completes an "
+                                  "upload: give its upload_id)")
         ref, _ = self.node.known_bucket(request)
         name = object_name(request)
         location = self._owner_location(request, ref, name)
@@ -236,13 +243,13 @@ class TargetUploads:
 
 
 def _parse_parts(body: dict) -> list[tuple[int, str]]:
-    parts = body.get("parts")
+    parts = accepts.check_fields(body, frozenset({"parts"}), "complete").get("parts")
     if not isinstance(parts, list) or not parts:
         raise InvalidArgument("complete: 'parts' must be a non-empty list")
     out = []
     for p in parts:
-        if (not isinstance(p, dict) or type(p.get("part")) is not int
-                or not isinstance(p.get("etag"), str)):
+        if (not isinstance(p, dict) or set(p) != {"part", "etag"}
+                or type(p.get("part")) is not int or not isinstance(p.get("etag"), str)):
             raise InvalidArgument('complete: each part is {"part": int, "etag": str}')
         out.append((p["part"], p["etag"]))
     return out
