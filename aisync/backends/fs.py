@@ -9,7 +9,12 @@ Buckets are configured by name to a directory; object ``a/b.jpg`` is the file ``
   indistinguishable without reading the file (rclone's local backend has the same limit). ``last_modified`` is the mtime. No content checksum is computed on ``head`` (that
   would read the file); :meth:`FsBackend.checksum` computes an MD5 on demand.
 * **Safety**: names are validated (no ``..``, no absolute paths) and the resolved path must stay
-  under the root, symlinks included; anything else is ``InvalidObjectName``.
+  under the root, symlinks included; anything else is ``InvalidObjectName``. Listings follow no
+  symlink (they are not listed). Where ``/proc`` shows what a descriptor holds (Linux), the file
+  read and the directory written or deleted in are checked again once open, so a component
+  swapped for a symlink between the check and the open cannot lead out either; writes, renames
+  and unlinks happen relative to that checked directory (the ``mkdir`` of missing parents is the
+  one step that follows the path as it is then).
 * **Writes** are atomic: a temp file in the destination directory, fsync, rename.
 * **Listing** walks the tree in UTF-8 key order (a directory ``a`` sorts as ``a/``), skipping
   whole subtrees that sort before the continuation token; memory is bounded by the largest
@@ -109,6 +114,28 @@ class FsBackend(ThreadedBackend):
             raise InvalidObjectName(f"fs://{bucket}/{name} resolves outside the bucket's directory")
         return path
 
+    def check_held(self, bucket: str, name: str, fd: int) -> None:
+        """``InvalidObjectName`` unless the open descriptor ``fd`` is under the bucket's
+        directory (as ``/proc`` names it; nothing to check where it does not)."""
+        try:
+            held = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            return
+        root = self.root(bucket)
+        if held != root and root not in held.parents:
+            raise InvalidObjectName(f"fs://{bucket}/{name} resolves outside the bucket's directory")
+
+    def open_parent(self, bucket: str, name: str, path: Path) -> int:
+        """A descriptor of the directory of ``path`` (object ``name``'s, from :meth:`path`),
+        checked to be under the bucket's directory once open (the caller closes it)."""
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self.check_held(bucket, name, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     @staticmethod
     def token(st: os.stat_result) -> VersionToken:
         return VersionToken(size=st.st_size,
@@ -133,6 +160,11 @@ class FsBackend(ThreadedBackend):
         def _open():
             path = self.path(bucket, name)
             f = open(path, "rb")  # noqa: SIM115 (closed by the stream)
+            try:
+                self.check_held(bucket, name, f.fileno())
+            except BaseException:
+                f.close()
+                raise
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 f.close()
@@ -169,32 +201,43 @@ class FsBackend(ThreadedBackend):
         def _put() -> os.stat_result:
             dest = self.path(bucket, name)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+            tmp = f"{TMP_PREFIX}{uuid.uuid4().hex}"
+            parent = self.open_parent(bucket, name, dest)
             try:
-                with open(path, "rb") as src, open(tmp, "wb") as out:
-                    while data := src.read(CHUNK):
-                        out.write(data)
-                    out.flush()
-                    if self.fsync:
-                        os.fsync(out.fileno())
-                os.replace(tmp, dest)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            if self.fsync:
-                fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
                 try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            return os.stat(dest)
+                    out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                     0o666, dir_fd=parent)
+                    with open(out_fd, "wb") as out, open(path, "rb") as src:
+                        while data := src.read(CHUNK):
+                            out.write(data)
+                        out.flush()
+                        if self.fsync:
+                            os.fsync(out.fileno())
+                    os.replace(tmp, dest.name, src_dir_fd=parent, dst_dir_fd=parent)
+                except BaseException:
+                    try:
+                        os.unlink(tmp, dir_fd=parent)
+                    except FileNotFoundError:
+                        pass
+                    raise
+                if self.fsync:
+                    os.fsync(parent)
+                return os.stat(dest.name, dir_fd=parent, follow_symlinks=False)
+            finally:
+                os.close(parent)
 
         return self.token(await self.call(_put, what=f"put fs://{bucket}/{name}"))
 
     async def delete(self, bucket: str, name: str) -> None:
         def _delete() -> None:
-            self._stat_file(bucket, name)
-            os.unlink(self.path(bucket, name))
+            dest = self.path(bucket, name)
+            parent = self.open_parent(bucket, name, dest)
+            try:
+                if not stat.S_ISREG(os.stat(dest.name, dir_fd=parent).st_mode):
+                    raise ObjectNotFound(f"fs://{bucket}/{name}: not a regular file")
+                os.unlink(dest.name, dir_fd=parent)
+            finally:
+                os.close(parent)
 
         await self.call(_delete, what=f"delete fs://{bucket}/{name}")
 
@@ -206,6 +249,7 @@ class FsBackend(ThreadedBackend):
         def _md5() -> str:
             digest = hashlib.md5(usedforsecurity=False)
             with open(self.path(bucket, name), "rb") as f:
+                self.check_held(bucket, name, f.fileno())
                 while data := f.read(CHUNK):
                     digest.update(data)
             return digest.hexdigest()

@@ -55,3 +55,42 @@ async def test_on_demand_checksum(backend, tmp_path):
 
     await put_bytes(backend, "conf", "c", b"content", tmp_path)
     assert await backend.checksum("conf", "c") == hashlib.md5(b"content").hexdigest()
+
+
+class SwappingFsBackend(FsBackend):
+    """Plays the racer: right after a name's path passed the check, directory ``d`` of the
+    bucket is replaced by a symlink to ``outside`` (as another writer of the share could)."""
+
+    def __init__(self, roots, outside) -> None:
+        super().__init__(roots)
+        self.outside = outside
+
+    def path(self, bucket, name):
+        checked = super().path(bucket, name)
+        inner = self.roots[bucket] / "d"
+        if inner.is_dir() and not inner.is_symlink():
+            inner.rename(self.roots[bucket] / "d-was")
+            inner.symlink_to(self.outside)
+        return checked
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="the recheck needs /proc")
+@pytest.mark.parametrize("operation", ["open", "put", "delete", "checksum"])
+async def test_a_directory_swapped_after_the_check_does_not_lead_out(tmp_path, operation):
+    share, outside = tmp_path / "share", tmp_path / "outside"
+    (share / "d").mkdir(parents=True)
+    outside.mkdir()
+    (share / "d" / "f").write_bytes(b"inside")
+    (outside / "f").write_bytes(b"outside")
+    async with SwappingFsBackend({"b": share}, outside) as backend:
+        with pytest.raises(InvalidObjectName):
+            if operation == "open":
+                await backend.open("b", "d/f")
+            elif operation == "put":
+                await put_bytes(backend, "b", "d/f", b"written", tmp_path)
+            elif operation == "delete":
+                await backend.delete("b", "d/f")
+            else:
+                await backend.checksum("b", "d/f")
+    assert sorted(p.name for p in outside.iterdir()) == ["f"]
+    assert (outside / "f").read_bytes() == b"outside"

@@ -13,6 +13,8 @@ import uuid
 
 import pytest
 
+from aisync.client import Client
+from aisync.util.errors import InvalidObjectName
 from tests.harness import LocalCluster, api, member_json
 
 
@@ -98,3 +100,28 @@ def test_a_join_cannot_take_over_an_active_node(cluster):
     after = cluster.cluster_map()
     assert after["version"] == before["version"]
     assert after["nodes"][target.id]["url"] == target.url
+
+
+def test_object_names_cannot_leave_the_bucket_directory(cluster, tmp_path):
+    """Inside an allowed directory, a symlink that points out is neither read, written through
+    nor listed; names with ``..`` or a leading ``/`` are refused before any path is built."""
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "ok.txt").write_bytes(b"fine")
+    os.symlink("/etc/passwd", share / "passwd")
+    os.symlink(tmp_path, share / "up")  # a directory outside the bucket's own
+    (tmp_path / "outside.txt").write_bytes(b"secret")
+    name = f"fs://names-{uuid.uuid4().hex[:6]}"
+    with Client(cluster.endpoint) as client:
+        client.create_bucket(name, settings={"path": str(share)})
+        assert [o.name for o in client.list_objects(name).objects] == ["ok.txt"]
+        for escaping in ("passwd", "up/outside.txt"):
+            with pytest.raises(InvalidObjectName):
+                client.get_object(name, escaping)
+        with pytest.raises(InvalidObjectName):
+            client.put_object(name, "up/written.txt", b"x")
+        assert client.get_object(name, "ok.txt") == b"fine"
+    assert not (tmp_path / "written.txt").exists()
+    for raw_name in ("../outside.txt", "a/../../outside.txt", "/etc/passwd"):
+        status, err = api(cluster, "GET", f"/v1/objects/{name[5:]}/{raw_name}?provider=fs")
+        assert status == 400 and err.get("code") == "InvalidObjectName", (raw_name, err)
