@@ -249,7 +249,8 @@ async def _scenario(zones: dict[str, str], tokens: dict[str, str], source: Path,
                      f"zone-a  {a_url}  {nodes}",
                      f"        schedule {SYNC_SCHEDULE}: every {every:g}s sync {DATASET} --delete",
                      f"zone-b  {b_url}  {nodes}",
-                     f"        remote attach zone-a={a_url}; bucket props {DATASET} peers=zone-a",
+                     f"        remote attach zone-a (remotes.zone-a: {a_url}); "
+                     f"bucket props {DATASET} peers=zone-a",
                      f"        schedule {CKPT_SCHEDULE}: every {every:g}s sync "
                      f"ais://@zone-a/{CKPT[6:]} {CKPT} --delete", ""):
             click.echo(line)
