@@ -60,23 +60,28 @@ class ProxyRemotes:
               query=())
 
     async def _probe(self, alias: str, url: str,
-                     timeout: float = 3.0) -> dict[str, Any] | None:
-        """The remote's cluster map from ``url``, or None when it does not answer."""
+                     timeout: float = 3.0) -> dict[str, Any] | str:
+        """The remote's cluster map from ``url``, or why there is none (``"url: reason"``)."""
         session = self.node.session
         assert session is not None
         try:
             headers = self.node.remote_headers(alias)
-        except AccessDenied:
-            return None
+        except AccessDenied as exc:
+            return f"{url}: {exc}"
         try:
             async with session.get(f"{url}/v1/cluster/map", headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                if resp.status in (401, 403):
+                    return (f"{url} refused the token of remotes.{alias} in the nodes' "
+                            f"configuration ({resp.status})")
                 if resp.status != 200:
-                    return None
+                    return f"{url} answered {resp.status}"
                 body = await json_answer(resp, f"the remote proxy at {url}")
-                return body if isinstance(body, dict) and "uuid" in body else None
-        except (aiohttp.ClientError, TimeoutError, ValueError, NodeUnavailable):
-            return None
+                if isinstance(body, dict) and "uuid" in body:
+                    return body
+                return f"{url} is not an aisync proxy"
+        except (aiohttp.ClientError, TimeoutError, ValueError, NodeUnavailable) as exc:
+            return f"{url} did not answer ({type(exc).__name__})"
 
     async def handle_attach(self, request: web.BaseRequest) -> web.Response:
         alias = request[MATCH]["alias"]
@@ -103,9 +108,11 @@ class ProxyRemotes:
         if unknown:
             raise AccessDenied(f"remote {alias}: {', '.join(unknown)} is not among the URLs of "
                                f"remotes.{alias} in the nodes' configuration")
-        maps = [m for m in await asyncio.gather(*(self._probe(alias, u) for u in urls)) if m]
+        probes = await asyncio.gather(*(self._probe(alias, u) for u in urls))
+        maps = [p for p in probes if isinstance(p, dict)]
         if not maps:
-            raise BackendUnavailable(f"remote {alias}: none of {', '.join(urls)} answered")
+            raise BackendUnavailable(f"remote {alias}: none of its URLs answered: "
+                                     f"{'; '.join(probes)}")
         uuids = {m["uuid"] for m in maps}
         if len(uuids) > 1:
             raise InvalidArgument(f"remote {alias}: the URLs belong to different clusters")

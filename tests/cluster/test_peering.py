@@ -41,7 +41,8 @@ def remote_profile(zone: LocalCluster, *more_urls: str) -> dict:
 @pytest.fixture(scope="module")
 def zone_b(zone_a, zone_c):
     remotes = {"zone-a": remote_profile(zone_a, DOWN_PROXY), "zone-c": remote_profile(zone_c),
-               "zone-x": remote_profile(zone_a)}  # the same cluster under a second alias
+               "zone-x": remote_profile(zone_a),  # the same cluster under a second alias
+               "zone-wrong": {"urls": [zone_a.endpoint], "token": "not-zone-a-s-token"}}
     with LocalCluster(targets=2, extra={"cluster": {"name": "zone-b"},
                                         "remotes": remotes}) as c:
         yield c
@@ -78,6 +79,15 @@ def test_attach_list_and_bad_attaches(zone_a, zone_b, attached):
     assert call(zone_b, "DELETE", "/v1/remotes/nope")[0] == 404
     assert call(zone_b, "PUT", "/v1/remotes/bad%20alias!", {"urls": [zone_a.endpoint]})[0] in \
         (400, 404)
+
+
+def test_a_peer_is_reached_with_the_token_of_its_profile(zone_a, zone_b):
+    """zone b's nodes send the token their profile gives for the alias, not their own (every
+    test cluster has the same admin token, so only a wrong profile token can show which)."""
+    status, err = call(zone_b, "PUT", "/v1/remotes/zone-wrong", {})
+    assert status == 503 and "refused the token of remotes.zone-wrong" in err["message"], err
+    status, listing = call(zone_b, "GET", "/v1/remotes")
+    assert "zone-wrong" not in {r["alias"] for r in listing["remotes"]}
 
 
 def test_buckets_of_a_remote_read_through_and_write_through(zone_a, zone_b, attached):
