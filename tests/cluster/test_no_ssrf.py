@@ -15,7 +15,7 @@ import pytest
 
 from aisync.client import Client
 from aisync.util.errors import InvalidObjectName
-from tests.harness import LocalCluster, api, member_json
+from tests.harness import LocalCluster, api, member_json, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,25 @@ def test_object_names_cannot_leave_the_bucket_directory(cluster, tmp_path):
     for raw_name in ("../outside.txt", "a/../../outside.txt", "/etc/passwd"):
         status, err = api(cluster, "GET", f"/v1/objects/{name[5:]}/{raw_name}?provider=fs")
         assert status == 400 and err.get("code") == "InvalidObjectName", (raw_name, err)
+
+
+def join(cluster, node_id: str, url: str) -> tuple[int, dict]:
+    body = json.dumps({"id": node_id, "role": "target", "url": url, "map_version": 0}).encode()
+    return member_json(cluster, cluster.primary.url, "POST", "/v1/cluster/join", body)
+
+
+def test_a_restart_at_the_same_url_or_an_inactive_node_at_a_new_one_is_admitted():
+    """The join conflict rule refuses only an id that is active elsewhere."""
+    fast = {"keepalive": {"interval": 0.2, "dead_after": 1.0, "request_timeout": 0.5}}
+    with LocalCluster(targets=2, extra=fast) as cluster:
+        staying, leaving = cluster.targets
+        status, body = join(cluster, staying.id, staying.url)  # a restart: same id, same URL
+        assert status == 200, body
+        assert cluster.cluster_map()["nodes"][staying.id]["url"] == staying.url
+        cluster.stop_node(leaving)
+        wait_for(lambda: cluster.cluster_map()["nodes"][leaving.id]["state"] != "active", 30,
+                 f"{leaving.id} marked inactive")
+        moved = "http://127.0.0.1:9"  # where it claims to be now
+        status, body = join(cluster, leaving.id, moved)
+        assert status == 200, body
+        assert cluster.cluster_map()["nodes"][leaving.id]["url"] == moved
