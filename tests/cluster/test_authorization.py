@@ -23,26 +23,22 @@ jobs, remotes) is what it was.
 
 from __future__ import annotations
 
-import http.client
 import json
 import secrets
-import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from aisync.api.proxy import ProxyNode
-from aisync.api.target import TargetNode
 from aisync.auth import Access
 from aisync.auth.members import UNSIGNED, MemberSigner
 from aisync.auth.redirects import PARAM as REDIRECT_PARAM
 from aisync.auth.redirects import sign as sign_redirect
 from aisync.client import Client
-from aisync.config import NodeConfig
 from tests.harness import LocalCluster, http_json, member_headers, wait_job
+from tests.routes import Answer, cluster_state, raw_request
+from tests.routes import declared_routes as routes_of_nodes
 
 BUCKET = "authz"
 NEW_BUCKET = "authz-new"
@@ -73,26 +69,10 @@ class RouteCase:
 
 
 def declared_routes() -> list[RouteCase]:
-    """Every route of a proxy's and a target's router, read from nodes built (not started)
-    from a config in a throwaway directory."""
-    cases: list[RouteCase] = []
-    with tempfile.TemporaryDirectory(prefix="aisync-routes-") as tmp:
-        for role, node_class in (("proxy", ProxyNode), ("target", TargetNode)):
-            data_dir = Path(tmp) / role
-            config = NodeConfig.model_validate({
-                "role": role, "node_id": f"routes-{role}", "host": "127.0.0.1", "port": 1,
-                "data_dir": str(data_dir),
-                "storage": {"mountpaths": [str(data_dir / "mp0")]} if role == "target" else {},
-                "auth": {"admin_token": secrets.token_urlsafe(24),
-                         "cluster_secret": secrets.token_urlsafe(32)}})
-            node = node_class(config)
-            try:
-                cases.extend(RouteCase(role, method, pattern, route.access, route.body)
-                             for method, pattern, route in node.router.routes())
-            finally:
-                node._blocking.shutdown(wait=True)  # never started: nothing else is open
-                node.catalog.close()
-    return cases
+    """Every route of a proxy's and a target's router (see :mod:`tests.routes`)."""
+    nodes, _ = routes_of_nodes()
+    return [RouteCase(role, method, pattern, route.access, route.body)
+            for role, method, pattern, route in nodes]
 
 
 ROUTES = declared_routes()
@@ -104,40 +84,6 @@ def routes(*, access: set[Access] | None = None, body: str | None = None) -> lis
 
 
 # ---------------------------------------------------------------------------------- requests
-
-
-@dataclass
-class Answer:
-    status: int
-    doc: dict
-
-    @property
-    def code(self) -> str | None:
-        return self.doc.get("code")
-
-
-def send(url: str, method: str, target: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> Answer:
-    """One request on a fresh connection, the target sent exactly as given, never following
-    a redirect."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.request(method, target, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        raw = resp.read()
-        location = resp.getheader("Location")
-    finally:
-        conn.close()
-    try:
-        doc = json.loads(raw) if raw else {}
-    except ValueError:
-        doc = {"raw": raw[:200].decode(errors="replace")}
-    if not isinstance(doc, dict):
-        doc = {"json": doc}
-    if location:
-        doc["location"] = location
-    return Answer(resp.status, doc)
 
 
 @dataclass
@@ -223,30 +169,7 @@ class World:
 
 def snapshot(world: World) -> dict:
     """Everything an attack could change, as the proxy and the target tell it."""
-    proxy, target = world.proxy, world.target
-
-    def get(url: str, path: str) -> dict:
-        status, doc = http_json(f"{url}{path}", timeout=30)
-        assert status == 200, (path, doc)
-        return doc
-
-    with Client(proxy, timeout=30) as client:
-        data = client.get_object(BUCKET, OBJECT)
-    cmap = get(proxy, "/v1/cluster/map")
-    return {
-        "buckets": get(proxy, "/v1/buckets"),
-        "objects": get(proxy, f"/v1/buckets/{BUCKET}")["objects"],
-        "data": data,
-        "cluster map": (cmap["version"], sorted(
-            (i, n["url"], n["state"]) for i, n in cmap["nodes"].items())),
-        "target cluster map": get(target, "/v1/cluster/map")["version"],
-        "bucket map": get(proxy, "/v1/cluster/bucket-map")["version"],
-        "target bucket map": get(target, "/v1/cluster/bucket-map")["version"],
-        "keys": get(proxy, "/v1/auth/keys"),
-        "schedules": sorted(s["name"] for s in get(proxy, "/v1/schedules")["schedules"]),
-        "jobs": sorted((j["id"], j["state"]) for j in get(proxy, "/v1/jobs?limit=1000")["jobs"]),
-        "remotes": get(proxy, "/v1/remotes"),
-    }
+    return cluster_state(world.proxy, world.target, BUCKET, OBJECT)
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +234,7 @@ def test_health_answers_without_credentials(world):
     for url in (world.proxy, world.target):
         for path in sorted(HEALTH):
             for method in ("GET", "HEAD"):
-                assert send(url, method, path).status == 200, (url, method, path)
+                assert raw_request(url, method, path).status == 200, (url, method, path)
 
 
 def test_the_right_credentials_pass_the_gate(world, unchanged):
@@ -329,7 +252,7 @@ def test_the_right_credentials_pass_the_gate(world, unchanged):
         else:  # OBJECT: a client with a proxy's signature
             target = f"{path}?{world.signed_redirect(case, path, PROBE)}"
             headers = {}
-        answer = send(world.node_url(case), case.method, target, body, headers)
+        answer = raw_request(world.node_url(case), case.method, target, body, headers)
         if answer.status != 400 or case.method != "HEAD" and (
                 answer.code != "InvalidArgument" or "authz_probe" not in answer.doc["message"]):
             failures.append(f"{case.id}: {answer.status} {json.dumps(answer.doc)[:200]}")
@@ -339,7 +262,7 @@ def test_the_right_credentials_pass_the_gate(world, unchanged):
 def test_no_credentials(world, unchanged):
     failures = []
     for case in routes():
-        answer = send(world.node_url(case), case.method, world.path(case), world.body(case))
+        answer = raw_request(world.node_url(case), case.method, world.path(case), world.body(case))
         expect_refused(failures, case, answer)
     check(failures)
 
@@ -349,7 +272,7 @@ def test_wrong_token(world, unchanged):
     for wrong in (world.cluster.token + "x", secrets.token_urlsafe(24), ""):
         headers = {"Authorization": f"Bearer {wrong}"}
         for case in routes():
-            answer = send(world.node_url(case), case.method, world.path(case),
+            answer = raw_request(world.node_url(case), case.method, world.path(case),
                           world.body(case), headers)
             expect_refused(failures, case, answer)
     check(failures)
@@ -360,7 +283,7 @@ def test_admin_token_on_member_routes(world, unchanged):
     headers = {"Authorization": f"Bearer {world.cluster.token}"}
     failures = []
     for case in routes(access={Access.MEMBER}):
-        answer = send(world.node_url(case), case.method, world.path(case), world.body(case),
+        answer = raw_request(world.node_url(case), case.method, world.path(case), world.body(case),
                       headers)
         expect_refused(failures, case, answer)
     check(failures)
@@ -373,7 +296,7 @@ def test_forged_member_signature(world, unchanged):
     for case in routes():
         path, body = world.path(case), world.body(case)
         headers = world.member(case, path, body, secret=wrong_secret)
-        answer = send(world.node_url(case), case.method, path, body, headers)
+        answer = raw_request(world.node_url(case), case.method, path, body, headers)
         expect_refused(failures, case, answer)
     check(failures)
 
@@ -386,11 +309,11 @@ def test_replayed_member_request(world, unchanged):
         target, body = f"{world.path(case)}?{PROBE}", world.body(case)
         headers = world.member(case, target, body)
         url = world.node_url(case)
-        first = send(url, case.method, target, body, headers)
+        first = raw_request(url, case.method, target, body, headers)
         if first.status != 400:
             failures.append(f"{case.id}: the first, rightly signed: {first.status} "
                             f"{json.dumps(first.doc)[:200]}")
-        expect_refused(failures, case, send(url, case.method, target, body, headers),
+        expect_refused(failures, case, raw_request(url, case.method, target, body, headers),
                        "replayed")
     check(failures)
 
@@ -405,11 +328,11 @@ def test_body_other_than_its_signed_digest(world, unchanged):
         url = world.node_url(case)
         signed_for = json.dumps({"harmless": True}).encode()
         headers = world.member(case, path, signed_for)
-        expect_refused(failures, case, send(url, case.method, path, body, headers),
+        expect_refused(failures, case, raw_request(url, case.method, path, body, headers),
                        "signed digest")
         unsigned = MemberSigner("proxy-0", world.cluster.cluster_secret.encode(),
                                 lambda origin: True).headers(case.method, path, UNSIGNED)
-        expect_refused(failures, case, send(url, case.method, path, body, unsigned),
+        expect_refused(failures, case, raw_request(url, case.method, path, body, unsigned),
                        "signed body digest")
     check(failures)
 
@@ -423,7 +346,7 @@ def test_target_object_routes_need_a_proxy_signature(world, unchanged):
                 (path, {"Authorization": f"Bearer {world.cluster.token}"}),
                 (f"{path}?{REDIRECT_PARAM}=proxy-0~1~9999999999~{'A' * 43}", {}),
                 (f"{path}?{REDIRECT_PARAM}=garbage", {})):
-            answer = send(world.target, case.method, target, body, headers)
+            answer = raw_request(world.target, case.method, target, body, headers)
             expect_refused(failures, case, answer)
     check(failures)
 
@@ -431,22 +354,22 @@ def test_target_object_routes_need_a_proxy_signature(world, unchanged):
 def test_a_redirect_signature_does_not_carry_over(world, unchanged):
     """A real Location a proxy signed for GET of the object: not for another method, not for
     another object."""
-    answer = send(world.proxy, "GET", f"/v1/objects/{BUCKET}/{OBJECT}",
+    answer = raw_request(world.proxy, "GET", f"/v1/objects/{BUCKET}/{OBJECT}",
                   headers={"Authorization": f"Bearer {world.cluster.token}"})
     assert answer.status == 307, answer
     location = urllib.parse.urlsplit(answer.doc["location"])
     assert location.netloc == urllib.parse.urlsplit(world.target).netloc
     assert REDIRECT_PARAM in location.query
     get_case = next(r for r in routes(access={Access.OBJECT}) if r.method == "GET")
-    assert send(world.target, "GET", f"{location.path}?{location.query}").status == 200
+    assert raw_request(world.target, "GET", f"{location.path}?{location.query}").status == 200
     failures = []
     for case in routes(access={Access.OBJECT}):
         body = world.body(case)
         if case.method != "GET":
-            answer = send(world.target, case.method, f"{location.path}?{location.query}", body)
+            answer = raw_request(world.target, case.method, f"{location.path}?{location.query}", body)
             expect_refused(failures, case, answer)
         other = world.path(get_case, OTHER_OBJECT)
-        answer = send(world.target, case.method, f"{other}?{location.query}", body)
+        answer = raw_request(world.target, case.method, f"{other}?{location.query}", body)
         expect_refused(failures, case, answer)
     check(failures)
 
@@ -456,7 +379,7 @@ def test_an_expired_redirect_signature(world, unchanged):
     for case in routes(access={Access.OBJECT}):
         path = world.path(case)
         query = world.signed_redirect(case, path, ttl=-1)
-        answer = send(world.target, case.method, f"{path}?{query}", world.body(case))
+        answer = raw_request(world.target, case.method, f"{path}?{query}", world.body(case))
         expect_refused(failures, case, answer, "expired")
     check(failures)
 

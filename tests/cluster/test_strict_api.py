@@ -20,15 +20,12 @@ multi-object delete) and overwrote an object with nothing (a copy), sent by that
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import secrets
-import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from aistore.sdk import Client as AistoreClient
@@ -37,15 +34,13 @@ from aistore.sdk.retry_config import RetryConfig
 from tenacity import Retrying, stop_after_attempt
 from urllib3.util.retry import Retry
 
-from aisync.api.proxy import ProxyNode
-from aisync.api.reader import ReadWorker
 from aisync.api.router import BODY_KINDS, Route, Router
-from aisync.api.target import TargetNode
 from aisync.auth import Access
 from aisync.auth.redirects import PARAM as REDIRECT_PARAM
 from aisync.client import Client
-from aisync.config import NodeConfig
 from tests.harness import LocalCluster, http_json, member_headers, wait_job
+from tests.routes import Answer, cluster_state, raw_request
+from tests.routes import declared_routes as routes_of_nodes
 
 BUCKET = "strict"
 NEW_BUCKET = "strict-new"
@@ -84,31 +79,12 @@ class Case:
         return self.route.query
 
 
-def node_config(role: str, data_dir: Path) -> NodeConfig:
-    return NodeConfig.model_validate({
-        "role": role, "node_id": f"strict-{role}", "host": "127.0.0.1", "port": 1,
-        "data_dir": str(data_dir),
-        "storage": {"mountpaths": [str(data_dir / "mp0")]} if role == "target" else {},
-        "auth": {"admin_token": secrets.token_urlsafe(24),
-                 "cluster_secret": secrets.token_urlsafe(32)}})
-
-
 def declared_routes() -> tuple[list[Case], list[tuple[str, str, Route]]]:
-    """Every route of a proxy's and a target's router, and of a target's read worker, read
-    from nodes built (not started) in a throwaway directory."""
-    cases: list[Case] = []
-    with tempfile.TemporaryDirectory(prefix="aisync-routes-") as tmp:
-        for role, node_class in (("proxy", ProxyNode), ("target", TargetNode)):
-            node = node_class(node_config(role, Path(tmp) / role))
-            try:
-                cases.extend(Case(role, method, pattern, route)
-                             for method, pattern, route in node.router.routes())
-            finally:
-                node._blocking.shutdown(wait=True)
-                node.catalog.close()  # nothing else opens before start()
-        worker = ReadWorker(node_config("target", Path(tmp) / "reader"))
-        reader_routes = worker.router.routes()
-    return cases, reader_routes
+    """Every route of a proxy's and a target's router, and of a target's read worker (see
+    :mod:`tests.routes`)."""
+    nodes, reader_routes = routes_of_nodes()
+    return [Case(role, method, pattern, route) for role, method, pattern, route in nodes], \
+        reader_routes
 
 
 CASES, READER_ROUTES = declared_routes()
@@ -119,37 +95,6 @@ def find(role: str, method: str, pattern: str) -> Case:
 
 
 # ---------------------------------------------------------------------------------- requests
-
-
-@dataclass
-class Answer:
-    status: int
-    doc: dict
-    code: str | None
-
-
-def send(url: str, method: str, target: str, body: bytes | None = None,
-         headers: dict[str, str] | None = None, *, chunked: bool = False) -> Answer:
-    """One request on a fresh connection, the target sent exactly as given, never following
-    a redirect. ``chunked``: the body goes with ``Transfer-Encoding: chunked``."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        if chunked:
-            conn.request(method, target, body=iter([body or b""]), headers=headers or {},
-                         encode_chunked=True)
-        else:
-            conn.request(method, target, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        raw = resp.read()
-        code = resp.getheader("X-Aisync-Error-Code")
-    finally:
-        conn.close()
-    try:
-        doc = json.loads(raw) if raw else {}
-    except ValueError:
-        doc = {"raw": raw[:200].decode(errors="replace")}
-    return Answer(resp.status, doc if isinstance(doc, dict) else {"json": doc}, code)
 
 
 @dataclass
@@ -245,45 +190,27 @@ class World:
                                           b"" if chunked else body or b"", member="proxy-0"))
         elif case.route.access is Access.CLIENT:
             headers["Authorization"] = f"Bearer {self.cluster.token}"
-        return send(self.node_url(case), case.method, target, body, headers, chunked=chunked)
+        return raw_request(self.node_url(case), case.method, target, body, headers, chunked=chunked)
 
 
 def snapshot(world: World) -> dict:
-    """Everything a misunderstood request could change, as the proxy and the target tell it."""
+    """Everything a misunderstood request could change, as the proxy and the target tell it:
+    the state every refused request must leave (:func:`tests.routes.cluster_state`), and the
+    multipart upload in progress."""
     cluster = world.cluster
-    proxy, target = cluster.primary.url, cluster.targets[0].url
-
-    def get(url: str, path: str) -> dict:
-        status, doc = http_json(f"{url}{path}", timeout=30)
-        assert status == 200, (path, doc)
-        return doc
+    target = cluster.targets[0].url
 
     def member_get(path: str) -> dict:
-        answer = send(target, "GET", path,
-                      headers=member_headers(cluster.cluster_secret, "GET", path))
+        answer = raw_request(target, "GET", path,
+                             headers=member_headers(cluster.cluster_secret, "GET", path))
         assert answer.status == 200, (path, answer)
         return answer.doc
 
-    with Client(proxy, timeout=30) as client:
-        data = client.get_object(BUCKET, OBJECT)
-        listing = [(e.name, e.size, e.checksum) for e in client.iter_objects(BUCKET)]
-    cmap = get(proxy, "/v1/cluster/map")
     upload = member_get(f"/v1/uploads/{BUCKET}/{UPLOADED}?upload_id={world.upload_id}")
     return {
-        "buckets": get(proxy, "/v1/buckets"),
-        "objects": listing,
-        "data": data,
+        **cluster_state(cluster.primary.url, target, BUCKET, OBJECT),
         "uploads": member_get(f"/v1/uploads/{BUCKET}"),
         "parts": [(p["part"], p["etag"], p["size"]) for p in upload["parts"]],
-        "cluster map": (cmap["version"], sorted(
-            (i, n["url"], n["state"]) for i, n in cmap["nodes"].items())),
-        "target cluster map": get(target, "/v1/cluster/map")["version"],
-        "bucket map": get(proxy, "/v1/cluster/bucket-map")["version"],
-        "target bucket map": get(target, "/v1/cluster/bucket-map")["version"],
-        "keys": get(proxy, "/v1/auth/keys"),
-        "schedules": sorted(s["name"] for s in get(proxy, "/v1/schedules")["schedules"]),
-        "jobs": sorted((j["id"], j["state"]) for j in get(proxy, "/v1/jobs?limit=1000")["jobs"]),
-        "remotes": get(proxy, "/v1/remotes"),
     }
 
 
@@ -303,12 +230,12 @@ def world(tmp_path_factory) -> Iterator[World]:
             key = client.create_access_key(description="strict routes")
         target = cluster.targets[0].url
         path = f"/v1/uploads/{BUCKET}/{UPLOADED}"
-        created = send(target, "POST", path,
+        created = raw_request(target, "POST", path,
                        headers=member_headers(cluster.cluster_secret, "POST", path))
         assert created.status == 201, created
         upload_id = created.doc["upload_id"]
         part_path = f"{path}?upload_id={upload_id}&part=1"
-        part = send(target, "PUT", part_path, b"part one",
+        part = raw_request(target, "PUT", part_path, b"part one",
                     member_headers(cluster.cluster_secret, "PUT", part_path, b"part one"))
         assert part.status == 200, part
         yield World(cluster, job["id"], key["access_key"], upload_id, part.doc["etag"])
