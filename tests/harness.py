@@ -9,6 +9,7 @@ Keepalive runs fast here (0.3 s interval, dead after 1.5 s) so membership tests 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -67,6 +68,30 @@ def http_json(url: str, method: str = "GET", body: bytes | None = None,
             return exc.code, json.loads(raw) if raw else {}
         except ValueError:
             return exc.code, {"raw": raw.decode(errors="replace")}
+
+
+def bearer(token: str = TEST_TOKEN) -> dict[str, str]:
+    """The header that carries a test cluster's admin token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def raw_http(url: str, method: str, target: str, body=None, headers: dict | None = None, *,
+             chunked: bool = False) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request on a fresh connection, the request target sent exactly as given (no
+    encoding of the path, no decoding of the body), never following a redirect: ``(status,
+    headers, body)``. ``chunked``: the body goes with ``Transfer-Encoding: chunked``."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        if chunked:
+            conn.request(method, target, body=iter([body or b""]), headers=headers or {},
+                         encode_chunked=True)
+        else:
+            conn.request(method, target, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.headers, resp.read()
+    finally:
+        conn.close()
 
 
 def member_headers(secret: str, method: str, target: str, body: bytes = b"",

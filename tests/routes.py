@@ -10,11 +10,9 @@ matrix and the strict-API walk compare before and after every request.
 
 from __future__ import annotations
 
-import http.client
 import json
 import secrets
 import tempfile
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from aisync.api.router import Route
 from aisync.api.target import TargetNode
 from aisync.client import Client
 from aisync.config import NodeConfig
-from tests.harness import http_json
+from tests.harness import http_json, raw_http
 
 #: The header that carries an error's code (HEAD answers have no body).
 ERROR_CODE_HEADER = "X-Aisync-Error-Code"
@@ -70,20 +68,8 @@ def raw_request(url: str, method: str, target: str, body: bytes | None = None,
     """One request on a fresh connection, the target sent exactly as given, never following a
     redirect (a Location lands in ``doc["location"]``). ``chunked``: the body goes with
     ``Transfer-Encoding: chunked``."""
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        if chunked:
-            conn.request(method, target, body=iter([body or b""]), headers=headers or {},
-                         encode_chunked=True)
-        else:
-            conn.request(method, target, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        raw = resp.read()
-        code = resp.getheader(ERROR_CODE_HEADER)
-        location = resp.getheader("Location")
-    finally:
-        conn.close()
+    status, headers, raw = raw_http(url, method, target, body, headers, chunked=chunked)
+    code, location = headers.get(ERROR_CODE_HEADER), headers.get("Location")
     try:
         doc = json.loads(raw) if raw else {}
     except ValueError:
@@ -92,7 +78,7 @@ def raw_request(url: str, method: str, target: str, body: bytes | None = None,
         doc = {"json": doc}
     if location:
         doc["location"] = location
-    return Answer(resp.status, doc, code or doc.get("code"))
+    return Answer(status, doc, code or doc.get("code"))
 
 
 def cluster_state(proxy: str, target: str, bucket: str, obj: str) -> dict:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import uuid
 from urllib.parse import urlsplit
@@ -21,8 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from aisync.client import Client
-from tests import harness
-from tests.harness import LocalCluster, http_json
+from tests.harness import LocalCluster, bearer, http_json, member_headers, raw_http
 from tests.s3.conftest import ACCESS_KEY, SECRET_KEY, boto3_client
 
 DEEP_BODIES = {
@@ -69,21 +67,6 @@ def s3(cluster):
     return boto3_client(cluster.endpoint)
 
 
-def bearer() -> dict[str, str]:
-    token = getattr(harness, "TEST_TOKEN", None)
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def raw(url: str, method: str, target: str, body: bytes | None = None,
-        headers: dict | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.request(method, target, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.headers, resp.read()
-    finally:
-        conn.close()
 
 
 def code_of(headers, data: bytes) -> str:
@@ -105,7 +88,7 @@ def state(cluster) -> dict:
 
 def redirected(cluster, method: str, path: str) -> tuple[str, str]:
     """(target URL, path and signed query) of the proxy's redirect for ``method path``."""
-    status, headers, data = raw(cluster.endpoint, method, path, headers=bearer())
+    status, headers, data = raw_http(cluster.endpoint, method, path, headers=bearer())
     assert status == 307, data
     location = urlsplit(headers["Location"])
     return f"http://{location.netloc}", f"{location.path}?{location.query}"
@@ -115,7 +98,7 @@ def redirected(cluster, method: str, path: str) -> tuple[str, str]:
 def test_hostile_json_on_client_routes_is_400_and_changes_nothing(cluster, bucket, kind):
     before = state(cluster)
     for method, path in CLIENT_ROUTES:
-        status, headers, data = raw(cluster.endpoint, method, path.format(bucket=bucket),
+        status, headers, data = raw_http(cluster.endpoint, method, path.format(bucket=bucket),
                                     DEEP_BODIES[kind],
                                     {"Content-Type": "application/json", **bearer()})
         assert (status, code_of(headers, data)) == (400, "InvalidArgument"), (method, path, data)
@@ -129,8 +112,8 @@ def test_hostile_json_from_members_is_400_and_changes_nothing(cluster, kind):
     for role, method, path in MEMBER_ROUTES:
         node = next(n for n in cluster.nodes if n.role == role)
         headers = {"Content-Type": "application/json",
-                   **harness.member_headers(cluster.cluster_secret, method, path, body)}
-        status, answer, data = raw(node.url, method, path, body, headers)
+                   **member_headers(cluster.cluster_secret, method, path, body)}
+        status, answer, data = raw_http(node.url, method, path, body, headers)
         assert (status, code_of(answer, data)) == (400, "InvalidArgument"), (role, path, data)
     assert state(cluster) == before
 
@@ -153,9 +136,9 @@ def test_bad_stored_attributes_are_400_and_store_nothing(cluster, bucket, attrs)
     name = f"attrs-{uuid.uuid4().hex[:8]}"
     path = f"/v1/objects/{bucket}/{name}"
     url, target = redirected(cluster, "PUT", path)
-    status, headers, data = raw(url, "PUT", target, b"payload", {"X-Aisync-Attrs": attrs})
+    status, headers, data = raw_http(url, "PUT", target, b"payload", {"X-Aisync-Attrs": attrs})
     assert (status, code_of(headers, data)) == (400, "InvalidArgument"), data
-    status, _, _ = raw(cluster.endpoint, "GET", f"{path}?mode=reverse", headers=bearer())
+    status, _, _ = raw_http(cluster.endpoint, "GET", f"{path}?mode=reverse", headers=bearer())
     assert status == 404
 
 
@@ -164,9 +147,9 @@ def test_good_stored_attributes_are_kept(cluster, bucket):
     url, target = redirected(cluster, "PUT", path)
     attrs = {"type": "text/plain", "meta": {"origin": "caf\u00e9"},
              "headers": {"cache-control": "max-age=5"}}
-    status, _, data = raw(url, "PUT", target, b"payload", {"X-Aisync-Attrs": json.dumps(attrs)})
+    status, _, data = raw_http(url, "PUT", target, b"payload", {"X-Aisync-Attrs": json.dumps(attrs)})
     assert status == 200, data
-    status, headers, data = raw(cluster.endpoint, "GET", f"{path}?mode=reverse",
+    status, headers, data = raw_http(cluster.endpoint, "GET", f"{path}?mode=reverse",
                                 headers=bearer())
     assert (status, data) == (200, b"payload")
     assert headers["Content-Type"] == "text/plain"
@@ -184,11 +167,11 @@ HUGE = "9" * 5_000
 ], ids=["huge-start", "huge-both", "huge-end", "huge-suffix"])
 def test_range_positions_of_any_length(cluster, bucket, s3, header, status, body):
     path = f"/v1/objects/{bucket}/ten"
-    answers = {"reverse proxy": raw(cluster.endpoint, "GET", f"{path}?mode=reverse",
+    answers = {"reverse proxy": raw_http(cluster.endpoint, "GET", f"{path}?mode=reverse",
                                     headers={"Range": header, **bearer()})}
     for _ in range(3):  # the target's main process or its read worker (SO_REUSEPORT)
         url, target = redirected(cluster, "GET", path)
-        answers["target"] = raw(url, "GET", target, headers={"Range": header})
+        answers["target"] = raw_http(url, "GET", target, headers={"Range": header})
         assert answers["target"][0] == status
     for where, (got, headers, data) in answers.items():
         assert got == status, (where, data[:200])
@@ -216,7 +199,7 @@ def test_fs_name_component_over_255_bytes_is_invalid_object_name(cluster, s3, tm
     long_name = "dir/" + "n" * 256
     path = f"/v1/objects/{name}/{long_name}?provider=fs&mode=reverse"
     for method, body in (("PUT", b"data"), ("GET", None), ("HEAD", None), ("DELETE", None)):
-        status, headers, data = raw(cluster.endpoint, method, path, body, bearer())
+        status, headers, data = raw_http(cluster.endpoint, method, path, body, bearer())
         assert (status, code_of(headers, data)) == (400, "InvalidObjectName"), (method, data)
     for call, kwargs in ((s3.put_object, {"Body": b"data"}), (s3.get_object, {}),
                          (s3.delete_object, {})):

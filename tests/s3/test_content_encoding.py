@@ -22,8 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from aisync.client import Client
-from tests import harness
-from tests.harness import LocalCluster
+from tests.harness import LocalCluster, bearer, raw_http
 from tests.s3.conftest import ACCESS_KEY, SECRET_KEY, boto3_client
 from tests.unit.sigv4_wire import encode_chunked
 
@@ -59,22 +58,6 @@ def s3(cluster):
     return boto3_client(cluster.endpoint)
 
 
-def bearer() -> dict[str, str]:
-    token = getattr(harness, "TEST_TOKEN", None)
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def raw(url: str, method: str, target: str, body: bytes | None = None,
-        headers: dict | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One request exactly as given (http.client neither encodes nor decodes bodies)."""
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.request(method, target, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.headers, resp.read()
-    finally:
-        conn.close()
 
 
 def signed(method: str, url: str, headers: dict | None = None, payload: str | None = None,
@@ -102,7 +85,7 @@ def test_s3_put_stores_the_bytes_sent_and_the_encoding(cluster, s3, case):
     assert (head["ContentEncoding"], head["ContentLength"]) == (encoding, len(body))
     part = s3.get_object(Bucket=BUCKET, Key=key, Range="bytes=1-2")
     assert part["Body"].read() == body[1:3]
-    status, headers, data = raw(cluster.endpoint, "GET", f"/{BUCKET}/{key}",
+    status, headers, data = raw_http(cluster.endpoint, "GET", f"/{BUCKET}/{key}",
                                 headers=signed("GET", f"{cluster.endpoint}/{BUCKET}/{key}"))
     assert (status, headers["Content-Encoding"], data) == (200, encoding, body)
 
@@ -124,21 +107,21 @@ def test_native_put_with_content_encoding_stores_the_bytes_sent(cluster, case):
     for mode in ("reverse", "redirect"):
         headers = {"Content-Encoding": encoding, **bearer()}
         if mode == "redirect":  # the proxy's signed redirect, then the body to the target
-            status, answer, _ = raw(cluster.endpoint, "PUT", path, headers=bearer())
+            status, answer, _ = raw_http(cluster.endpoint, "PUT", path, headers=bearer())
             assert status == 307
             location = urlsplit(answer["Location"])
             url, target = f"http://{location.netloc}", f"{location.path}?{location.query}"
         else:
             url, target = cluster.endpoint, f"{path}?mode=reverse"
-        status, answer, data = raw(url, "PUT", target, body, headers)
+        status, answer, data = raw_http(url, "PUT", target, body, headers)
         assert status == 200, data
         assert "Content-Encoding" not in answer  # the JSON answer is not encoded
-        status, answer, data = raw(cluster.endpoint, "GET", f"{path}?mode=reverse",
+        status, answer, data = raw_http(cluster.endpoint, "GET", f"{path}?mode=reverse",
                                    headers=bearer())
         assert (status, data) == (200, body)
-        status, answer, _ = raw(cluster.endpoint, "GET", path, headers=bearer())
+        status, answer, _ = raw_http(cluster.endpoint, "GET", path, headers=bearer())
         location = urlsplit(answer["Location"])
-        status, answer, data = raw(f"http://{location.netloc}", "GET",
+        status, answer, data = raw_http(f"http://{location.netloc}", "GET",
                                    f"{location.path}?{location.query}")
         assert (status, data) == (200, body), mode
 
@@ -148,7 +131,7 @@ def test_native_get_of_an_encoded_object_through_the_relay(cluster, s3):
     header as stored (aiohttp's client would inflate them unless told not to)."""
     encoding, body = BODIES["gzip-large"]
     s3.put_object(Bucket=BUCKET, Key="relay/big", Body=body, ContentEncoding=encoding)
-    status, headers, data = raw(cluster.endpoint, "GET",
+    status, headers, data = raw_http(cluster.endpoint, "GET",
                                 f"/v1/objects/{BUCKET}/relay/big?mode=reverse",
                                 headers=bearer())
     assert (status, headers["Content-Encoding"]) == (200, encoding)
