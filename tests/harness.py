@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,16 @@ def http_json(url: str, method: str = "GET", body: bytes | None = None,
             return exc.code, json.loads(raw) if raw else {}
         except ValueError:
             return exc.code, {"raw": raw.decode(errors="replace")}
+
+
+def new_fs_bucket(client, tmp_path: Path, prefix: str = "fs") -> tuple[str, Path]:
+    """An ``fs://`` bucket on a fresh directory under ``tmp_path`` (inside the test nodes'
+    fs root): ``(uri, directory)``."""
+    share = tmp_path / "share"
+    share.mkdir()
+    uri = f"fs://{prefix}-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(uri, settings={"path": str(share)})
+    return uri, share
 
 
 def bearer(token: str = TEST_TOKEN) -> dict[str, str]:

@@ -14,7 +14,7 @@ import xxhash
 from aisync.client import Client
 from aisync.util.errors import ConfigError, NotFound, ObjectNotFound
 from tests.backends.moto_server import admin_client
-from tests.harness import http_json
+from tests.harness import http_json, new_fs_bucket
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,8 @@ def backend_gets(cluster) -> int:
 
 @pytest.fixture
 def fs_bucket(client, tmp_path):
-    share = tmp_path / "share"
-    share.mkdir()
-    name = f"fs-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(f"fs://{name}", settings={"path": str(share)})
-    return name, share
+    uri, share = new_fs_bucket(client, tmp_path)
+    return uri.removeprefix("fs://"), share
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from aisync.client import Client
 from aisync.util.errors import NotFound, ObjectNotFound
 from tests.backends.moto_server import admin_client
 from tests.cluster.conftest import lab_profile
-from tests.harness import LocalCluster, http_json, run_job, wait_for
+from tests.harness import LocalCluster, http_json, new_fs_bucket, run_job, wait_for
 from tests.harness import api as call
 from tests.harness import job_report as report
 
@@ -58,11 +58,7 @@ def cached_names(client, uri: str) -> dict[str, int]:
 
 @pytest.fixture
 def fs_bucket(client, tmp_path):
-    share = tmp_path / "share"
-    share.mkdir()
-    name = f"fs-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(f"fs://{name}", settings={"path": str(share)})
-    return f"fs://{name}", share
+    return new_fs_bucket(client, tmp_path)
 
 
 def write(share, name: str, data: bytes) -> None:

@@ -13,13 +13,12 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 
 from aisync.client import Client
-from tests.harness import LocalCluster, http_json, run_job
+from tests.harness import LocalCluster, http_json, new_fs_bucket, run_job
 
 PROBE = "import os, sys; os.listdir(sys.argv[1])"
 
@@ -70,11 +69,7 @@ def client(cluster):
 @pytest.fixture
 def source(client, tmp_path):
     """An fs:// bucket on a fresh directory: (uri, directory)."""
-    share = tmp_path / "share"
-    share.mkdir()
-    name = f"fs-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(f"fs://{name}", settings={"path": str(share)})
-    return f"fs://{name}", share
+    return new_fs_bucket(client, tmp_path)
 
 
 def write(root: Path, name: str) -> None:
