@@ -139,9 +139,9 @@ class ProxyRemotes:
         async def view(alias: str, definition: dict[str, Any]) -> dict[str, Any]:
             answered, peer = None, None
             for url in definition.get("urls", []):
-                peer = await self._probe(alias, url)
-                if peer is not None:
-                    answered = url
+                probe = await self._probe(alias, url)
+                if isinstance(probe, dict):  # else: why this URL gave no map
+                    answered, peer = url, probe
                     break
             return {"alias": alias, **definition, "reachable": answered is not None,
                     "answered": answered,
