@@ -72,6 +72,10 @@ class NodeRuntime:
         self._blocking = ThreadPoolExecutor(4, thread_name_prefix="aisync-ctl")
         self.catalog = Catalog(config.resolved_catalog_url())
         self.state = ClusterState(self.catalog, self.run_blocking)
+        #: The peers this node may reach (its ``remotes`` profiles, URLs without a trailing /).
+        self._remote_profiles = {
+            alias: profile.model_copy(update={"urls": [u.rstrip("/") for u in profile.urls]})
+            for alias, profile in config.remotes.items()}
         self.sources = SourcePool(config.backends, remotes=self._remote_settings)
         self.session: aiohttp.ClientSession | None = None
         self.workers: dict[str, WorkerStatus] = {}
@@ -221,11 +225,11 @@ class NodeRuntime:
 
     def remote_profile(self, alias: str) -> RemoteProfile:
         """This node's configuration of peer ``alias`` (normalized URLs, its token)."""
-        profile = self.config.remotes.get(alias)
+        profile = self._remote_profiles.get(alias)
         if profile is None:
             raise AccessDenied(f"remote {alias!r} is not configured on this node: add "
                                f"remotes.{alias} (urls and token) to the nodes' configuration")
-        return profile.model_copy(update={"urls": [u.rstrip("/") for u in profile.urls]})
+        return profile
 
     def remote_headers(self, alias: str) -> dict[str, str]:
         """What authenticates this node to peer ``alias``: its profile's bearer token."""
