@@ -2,8 +2,10 @@
 
 A provider's test module subclasses :class:`Conformance` and provides two fixtures:
 ``backend`` (a started :class:`aisync.backends.base.Backend`) and ``bucket`` (a fresh, empty
-bucket name on it). Tests adapt to the provider's :class:`Capabilities`; the few behaviours a
-provider cannot offer are listed, with reasons, in :data:`DEVIATIONS` (one table for all).
+bucket name on it). Tests adapt to the provider's :class:`Capabilities`, and hold it to what
+it claims: a checksum in ``capabilities.checksums`` is in every token (put, head, open,
+listing) and is right. The few behaviours a provider cannot offer are listed, with reasons, in
+:data:`DEVIATIONS` (one table for all).
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import stat
+import sys
+import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -21,6 +27,86 @@ from aisync.util.errors import BucketNotFound, ObjectNotFound, PreconditionFaile
 #: (provider, test name) -> why that provider cannot pass it. Keep this table short and honest.
 DEVIATIONS: dict[tuple[str, str], str] = {
 }
+
+
+def _crc32c(data: bytes) -> str:
+    import google_crc32c  # installed with the GCS SDK, the one provider that reports it
+
+    return f"{google_crc32c.value(data):08x}"
+
+
+#: How each checksum a provider may claim is computed, as the tokens carry it (lower-case hex).
+DIGESTS = {
+    "md5": lambda data: hashlib.md5(data).hexdigest(),
+    "sha256": lambda data: hashlib.sha256(data).hexdigest(),
+    "crc32": lambda data: f"{zlib.crc32(data):08x}",
+    "crc32c": _crc32c,
+}
+
+
+def assert_claimed_checksums(backend: Backend, token: VersionToken, data: bytes,
+                             where: str) -> None:
+    """Every checksum the provider claims is in ``token`` and matches ``data``."""
+    for name in sorted(backend.capabilities.checksums):
+        got = getattr(token, name)
+        assert got is not None, f"{backend.provider} claims {name} but its {where} has none"
+        assert got == DIGESTS[name](data), f"{where}: wrong {name}"
+
+
+def _unread_bytes_by_socket() -> dict[str, int]:
+    """``socket:[inode]`` -> bytes received but not yet read, for every TCP socket here."""
+    unread = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            unread[f"socket:[{fields[9]}]"] = int(fields[4].partition(":")[2], 16)
+    return unread
+
+
+def held_resources() -> set[str]:
+    """What this process holds that a stream may leave behind: each regular file open
+    (``fd N: path``) and each connection with bytes received but not read (``socket:[i]``)."""
+    unread = _unread_bytes_by_socket()
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            what = os.readlink(f"/proc/self/fd/{fd}")
+            regular = what.startswith("/") and stat.S_ISREG(os.stat(f"/proc/self/fd/{fd}").st_mode)
+        except OSError:  # closed meanwhile (the listing's own descriptor among them)
+            continue
+        if regular:
+            held.add(f"fd {fd}: {what}")
+        elif unread.get(what, 0) > 0:
+            held.add(what)
+    return held
+
+
+def working_for(stream: object) -> list[str]:
+    """Names of the threads (other than this one) running a method of ``stream`` (a read-ahead
+    that outlived ``close`` would pin a thread of the backend's pool)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    busy = []
+    for ident, frame in sys._current_frames().items():
+        if ident == threading.get_ident():
+            continue
+        while frame is not None:
+            if frame.f_locals.get("self") is stream:
+                busy.append(names.get(ident, str(ident)))
+                break
+            frame = frame.f_back
+    return busy
+
+
+async def settle(predicate, timeout: float) -> None:
+    """Poll ``predicate`` until it holds or ``timeout`` passed, letting the event loop run (a
+    transport closes on its next turn); the caller asserts the outcome."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
 
 
 async def read_all(backend: Backend, bucket: str, name: str, **kwargs) -> tuple[bytes, VersionToken]:
@@ -57,8 +143,11 @@ class Conformance:
         head = await backend.head(bucket, "dir/obj.bin")
         assert head.size == size
         assert head.etag and head.etag == token.etag == version.etag
-        if "md5" in backend.capabilities.checksums and head.md5:
-            assert head.md5 == hashlib.md5(data).hexdigest()
+        listed = (await backend.list_page(bucket, prefix="dir/")).entries
+        assert [e.name for e in listed] == ["dir/obj.bin"]
+        for where, got in [("put token", token), ("head", head), ("open", version),
+                           ("listing", listed[0].version)]:
+            assert_claimed_checksums(backend, got, data, where)
 
     async def test_ranges(self, backend, bucket, tmp_path):
         data = os.urandom(200_000)
@@ -150,10 +239,26 @@ class Conformance:
         assert (await read_all(backend, bucket, "dst/copy"))[0] == data
 
     async def test_stream_can_be_closed_early(self, backend, bucket, tmp_path):
-        await put_bytes(backend, bucket, "big", os.urandom(5 * 1024 * 1024), tmp_path)
+        """Closing a stream half read ends it and releases what it held: the file it read is
+        closed, no connection is left with bytes it will never read (the object is far larger
+        than any read-ahead, so a stream that keeps its source holds unread bytes), and no
+        thread still works for it."""
+        if not os.path.isdir("/proc/self/fd"):
+            pytest.skip("needs /proc to see what the stream holds")
+        size = 24 * 1024 * 1024
+        await put_bytes(backend, bucket, "big", os.urandom(size), tmp_path)
+        before = held_resources()
         stream = await backend.open(bucket, "big")
         async for chunk in stream:
             assert chunk
             break
         await stream.close()
-        assert (await backend.head(bucket, "big")).size == 5 * 1024 * 1024
+        await settle(lambda: held_resources() <= before and not working_for(stream), 30)
+        assert held_resources() <= before, f"still held: {held_resources() - before}"
+        assert not working_for(stream), f"threads still reading: {working_for(stream)}"
+        try:
+            more = [chunk async for chunk in stream]
+        except Exception:  # reading a closed stream may fail: it must not go on
+            more = []
+        assert not any(more), "a closed stream went on reading"
+        assert (await backend.head(bucket, "big")).size == size
