@@ -163,7 +163,7 @@ class AuthSection(_Section):
         "Required while auth is enabled.")
     cluster_secret: SecretStr | None = Field(
         None, description="Shared by the nodes of one cluster: signs intra-cluster requests "
-        "(HMAC-SHA256 over method, path, body digest, time and a nonce) and the redirects "
+        "(a keyed BLAKE2b MAC over method, path, body digest, time and a nonce) and the redirects "
         "proxies hand to clients. At least 32 characters; the same on every node. Required "
         "while auth is enabled.")
     max_clock_skew: Duration = Field(

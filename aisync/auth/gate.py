@@ -72,6 +72,7 @@ class Gate:
                         "reaches it (a lab setting; never expose such a node)")
             self._token = b""
             self._secret = b""
+            self._redirects = None
             self.signer = None
             self.verifier = None
             return
@@ -85,6 +86,7 @@ class Gate:
                               f"least {MIN_SECRET_CHARS} characters (AISYNC_AUTH__CLUSTER_SECRET)")
         self._token = config.admin_token.get_secret_value().encode()
         self._secret = secret.encode()
+        self._redirects = redirects.RedirectKey(self._secret)
         self.signer = members.MemberSigner(node_id, self._secret, is_member_origin)
         self.verifier = members.MemberVerifier(self._secret, config.max_clock_skew)
 
@@ -99,8 +101,9 @@ class Gate:
         if self.signer is None:
             return f"{base_url}{request.raw_path}"
         path, _, query = request.raw_path.partition("?")
-        query = redirects.sign(self._secret, request.method, path, query, self.signer.node_id,
-                               map_version, self.redirect_ttl)
+        assert self._redirects is not None
+        query = self._redirects.sign(request.method, path, query, self.signer.node_id,
+                                     map_version, self.redirect_ttl)
         return f"{base_url}{path}?{query}"
 
     # -- server side --
@@ -119,8 +122,8 @@ class Gate:
             raise Unauthenticated("this route serves cluster members only")
         if access is Access.OBJECT:
             path, _, query = request.raw_path.partition("?")
-            return Identity("redirect", redirects.verify(self._secret, request.method, path,
-                                                         query))
+            assert self._redirects is not None
+            return Identity("redirect", self._redirects.verify(request.method, path, query))
         auth = headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if not auth:

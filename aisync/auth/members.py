@@ -6,12 +6,16 @@ Every request a node sends to a member carries five headers::
     X-Aisync-Time:            the sender's clock, Unix milliseconds
     X-Aisync-Nonce:           128 random bits (hex), never reused
     X-Aisync-Content-Sha256:  hex SHA-256 of the body, or UNSIGNED-PAYLOAD for a streamed body
-    X-Aisync-Signature:       hex HMAC-SHA256(cluster secret, canonical request)
+    X-Aisync-Signature:       hex MAC (keyed BLAKE2b, 128 bits) of the canonical request
 
 where the canonical request is the method, the request target exactly as sent (path and query,
 percent-encoded), the sender id, the time, the nonce and the body digest, one per line.
 
-The receiver (:class:`MemberVerifier`) recomputes the HMAC, refuses a time further than
+The MAC key is derived from the cluster secret for this use alone (redirects have their own).
+Keyed BLAKE2b is a MAC by design and, with its keyed state made once and copied per request,
+costs about a microsecond: every relayed object request pays it twice (sign and verify).
+
+The receiver (:class:`MemberVerifier`) recomputes the MAC, refuses a time further than
 ``max_clock_skew`` from its own clock and a nonce it has seen within that window (a replay), and
 hands back the body digest so the caller can check the body itself: routes that take a JSON body
 require a real digest, only streaming routes (object PUTs) accept ``UNSIGNED-PAYLOAD``. Holding
@@ -31,7 +35,6 @@ import time
 from collections.abc import Callable, Mapping
 
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, payload
-from cachetools import TTLCache
 
 from aisync.util.errors import NodeUnavailable, Unauthenticated
 
@@ -58,20 +61,72 @@ def body_digest(body: bytes | None) -> str:
     return hashlib.sha256(body).hexdigest() if body else EMPTY_DIGEST
 
 
+def member_key(secret: bytes) -> hashlib.blake2b:
+    """The keyed MAC state for member signatures (copied per request, never updated)."""
+    key = hashlib.sha256(b"aisync member signature\0" + secret).digest()
+    return hashlib.blake2b(key=key, digest_size=16)
+
+
+def mac_of(keyed: hashlib.blake2b, canonical_request: bytes) -> str:
+    mac = keyed.copy()
+    mac.update(canonical_request)
+    return mac.hexdigest()
+
+
+class NonceMemory:
+    """The nonces seen within the replay window, in two generations of sets.
+
+    A nonce is seen if either generation holds it; the current generation becomes the previous
+    one every ``window`` seconds (the older one is dropped), so each nonce is remembered for at
+    least ``window``: a request whose signed time is within the clock-skew bound cannot outlive
+    its nonce when ``window`` is at least twice that bound. An insert is a set add, which
+    matters on a path every relayed object request takes.
+    """
+
+    __slots__ = ("_window", "_limit", "_current", "_previous", "_rotated", "_clock")
+
+    def __init__(self, window: float, limit: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._window = window
+        self._limit = limit
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+        self._rotated = clock()
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def first_sight(self, nonce: str) -> bool:
+        """Remember ``nonce``; False if it was seen within the window (a replay)."""
+        now = self._clock()
+        if now - self._rotated >= self._window:
+            self._previous = self._current if now - self._rotated < 2 * self._window \
+                else set()
+            self._current = set()
+            self._rotated = now
+        if nonce in self._current or nonce in self._previous:
+            return False
+        if len(self._current) + len(self._previous) >= self._limit:
+            raise NodeUnavailable("too many signed requests within the replay window")
+        self._current.add(nonce)
+        return True
+
+
 class MemberSigner:
     """Signs requests to cluster members (an aiohttp client middleware)."""
 
     def __init__(self, node_id: str, secret: bytes,
                  is_member_origin: Callable[[str], bool]) -> None:
         self.node_id = node_id
-        self._secret = secret
+        self._keyed = member_key(secret)
         self._is_member_origin = is_member_origin
 
     def headers(self, method: str, target: str, digest: str) -> dict[str, str]:
         millis = str(int(time.time() * 1000))
         nonce = secrets.token_hex(16)
-        mac = hmac.new(self._secret, canonical(method, target, self.node_id, millis, nonce,
-                                               digest), hashlib.sha256).hexdigest()
+        mac = mac_of(self._keyed, canonical(method, target, self.node_id, millis, nonce,
+                                            digest))
         return {MEMBER_HEADER: self.node_id, TIME_HEADER: millis, NONCE_HEADER: nonce,
                 DIGEST_HEADER: digest, SIGNATURE_HEADER: mac}
 
@@ -95,10 +150,9 @@ class MemberVerifier:
 
     def __init__(self, secret: bytes, max_clock_skew: float,
                  max_nonces: int = MAX_NONCES) -> None:
-        self._secret = secret
+        self._keyed = member_key(secret)
         self._skew_ms = int(max_clock_skew * 1000)
-        self._max_nonces = max_nonces
-        self._nonces: TTLCache[str, bool] = TTLCache(max_nonces, ttl=2 * max_clock_skew)
+        self._nonces = NonceMemory(2 * max_clock_skew, max_nonces)
 
     @staticmethod
     def is_signed(headers: Mapping[str, str]) -> bool:
@@ -115,18 +169,12 @@ class MemberVerifier:
         if not (member and millis.isascii() and millis.isdigit() and len(millis) < 16 and 16 <= len(nonce) <= 64
                 and digest and given):
             raise Unauthenticated("incomplete intra-cluster signature")
-        want = hmac.new(self._secret, canonical(method, target, member, millis, nonce, digest),
-                        hashlib.sha256).hexdigest()
+        want = mac_of(self._keyed, canonical(method, target, member, millis, nonce, digest))
         if not hmac.compare_digest(want, given):
             raise Unauthenticated("bad intra-cluster signature")
         if abs(time.time() * 1000 - int(millis)) > self._skew_ms:
             raise Unauthenticated("intra-cluster request outside the clock-skew window "
                                   "(are the nodes' clocks in sync?)")
-        if nonce in self._nonces:
+        if not self._nonces.first_sight(nonce):
             raise Unauthenticated("replayed intra-cluster request")
-        if len(self._nonces) >= self._max_nonces:
-            self._nonces.expire()
-            if len(self._nonces) >= self._max_nonces:
-                raise NodeUnavailable("too many signed requests within the replay window")
-        self._nonces[nonce] = True
         return member, digest

@@ -34,7 +34,7 @@ import pytest
 from aisync.auth import Access
 from aisync.auth.members import UNSIGNED, MemberSigner
 from aisync.auth.redirects import PARAM as REDIRECT_PARAM
-from aisync.auth.redirects import sign as sign_redirect
+from aisync.auth.redirects import RedirectKey
 from aisync.client import Client
 from tests.harness import LocalCluster, http_json, member_headers, wait_job
 from tests.routes import Answer, cluster_state, raw_request
@@ -163,8 +163,8 @@ class World:
                         ttl: float = 60) -> str:
         """A Location query a proxy could have signed for ``case.method`` on ``path``."""
         map_version = self.cluster.cluster_map()["version"]
-        return sign_redirect(self.cluster.cluster_secret.encode(), case.method, path, query,
-                             self.cluster.primary.id, map_version, ttl)
+        key = RedirectKey(self.cluster.cluster_secret.encode())
+        return key.sign(case.method, path, query, self.cluster.primary.id, map_version, ttl)
 
 
 def snapshot(world: World) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 
 import pytest
@@ -69,9 +67,26 @@ def test_member_signature_outside_the_clock_window():
     canon = members.canonical("GET", "/v1/node/status", "proxy-0", old,
                               mac_headers[members.NONCE_HEADER], members.EMPTY_DIGEST)
     mac_headers[members.TIME_HEADER] = old
-    mac_headers[members.SIGNATURE_HEADER] = hmac.new(SECRET, canon, hashlib.sha256).hexdigest()
+    mac_headers[members.SIGNATURE_HEADER] = members.mac_of(members.member_key(SECRET), canon)
     with pytest.raises(Unauthenticated, match="clock-skew"):
         verifier.verify("GET", "/v1/node/status", mac_headers)
+
+
+def test_nonce_memory_remembers_each_nonce_for_at_least_its_window():
+    now = [1000.0]
+    memory = members.NonceMemory(window=60, limit=100, clock=lambda: now[0])
+    assert memory.first_sight("a")
+    for step in (30, 29.9):  # just under one window after "a": still seen
+        now[0] += step
+        assert not memory.first_sight("a")
+    now[0] += 0.2  # rotation: "a" moves to the previous generation, still seen
+    assert memory.first_sight("b")
+    assert not memory.first_sight("a")
+    now[0] += 60  # next rotation: "a" was seen over a window ago and is forgotten; "b" is kept
+    assert not memory.first_sight("b")
+    assert memory.first_sight("a")
+    now[0] += 500  # a long quiet spell forgets everything at once
+    assert memory.first_sight("b") and len(memory) == 1
 
 
 def test_nonce_memory_fails_closed_when_full():
@@ -82,26 +97,29 @@ def test_nonce_memory_fails_closed_when_full():
         verifier.verify("GET", "/x", signed("GET", "/x", b""))
 
 
+KEY = redirects.RedirectKey(SECRET)
+
+
 def test_signed_redirect_round_trip_and_its_limits():
-    query = redirects.sign(SECRET, "GET", "/v1/objects/b/a%20b", "provider=ais", "proxy-0", 7,
+    query = KEY.sign("GET", "/v1/objects/b/a%20b", "provider=ais", "proxy-0", 7,
                            ttl=60)
     assert query.startswith("provider=ais&ais_auth=proxy-0~7~")
-    assert redirects.verify(SECRET, "GET", "/v1/objects/b/a%20b", query) == "proxy-0"
+    assert KEY.verify("GET", "/v1/objects/b/a%20b", query) == "proxy-0"
     with pytest.raises(Unauthenticated, match="bad redirect signature"):
-        redirects.verify(SECRET, "DELETE", "/v1/objects/b/a%20b", query)  # GET's, as DELETE
+        KEY.verify("DELETE", "/v1/objects/b/a%20b", query)  # GET's, as DELETE
     with pytest.raises(Unauthenticated, match="bad redirect signature"):
-        redirects.verify(SECRET, "GET", "/v1/objects/b/other", query)
+        KEY.verify("GET", "/v1/objects/b/other", query)
     with pytest.raises(Unauthenticated, match="bad redirect signature"):
-        redirects.verify(SECRET, "GET", "/v1/objects/b/a%20b", "provider=gcp&" +
+        KEY.verify("GET", "/v1/objects/b/a%20b", "provider=gcp&" +
                          query.split("&", 1)[1])
     with pytest.raises(Unauthenticated, match="only through a proxy"):
-        redirects.verify(SECRET, "GET", "/v1/objects/b/a%20b", "provider=ais")
-    expired = redirects.sign(SECRET, "GET", "/v1/objects/b/k", "", "proxy-0", 7, ttl=-1)
+        KEY.verify("GET", "/v1/objects/b/a%20b", "provider=ais")
+    expired = KEY.sign("GET", "/v1/objects/b/k", "", "proxy-0", 7, ttl=-1)
     with pytest.raises(Unauthenticated, match="expired"):
-        redirects.verify(SECRET, "GET", "/v1/objects/b/k", expired)
+        KEY.verify("GET", "/v1/objects/b/k", expired)
     for token in ("x~y", "p~²~1~m", "p~1~" + "9" * 5000 + "~m"):
         with pytest.raises(Unauthenticated, match="malformed"):
-            redirects.verify(SECRET, "GET", "/v1/objects/b/k", f"ais_auth={token}")
+            KEY.verify("GET", "/v1/objects/b/k", f"ais_auth={token}")
 
 
 @pytest.mark.parametrize("settings, message", [
