@@ -71,7 +71,6 @@ class Gate:
             log.warning("auth.enabled is false: every route of this node answers anyone who "
                         "reaches it (a lab setting; never expose such a node)")
             self._token = b""
-            self._secret = b""
             self._redirects = None
             self.signer = None
             self.verifier = None
@@ -85,10 +84,10 @@ class Gate:
             raise ConfigError(f"auth.cluster_secret must be set, the same on every node, at "
                               f"least {MIN_SECRET_CHARS} characters (AISYNC_AUTH__CLUSTER_SECRET)")
         self._token = config.admin_token.get_secret_value().encode()
-        self._secret = secret.encode()
-        self._redirects = redirects.RedirectKey(self._secret)
-        self.signer = members.MemberSigner(node_id, self._secret, is_member_origin)
-        self.verifier = members.MemberVerifier(self._secret, config.max_clock_skew)
+        shared = secret.encode()
+        self._redirects = redirects.RedirectKey(shared)
+        self.signer = members.MemberSigner(node_id, shared, is_member_origin)
+        self.verifier = members.MemberVerifier(shared, config.max_clock_skew)
 
     # -- client side --
     def client_middlewares(self) -> tuple:

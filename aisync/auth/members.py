@@ -11,9 +11,8 @@ Every request a node sends to a member carries five headers::
 where the canonical request is the method, the request target exactly as sent (path and query,
 percent-encoded), the sender id, the time, the nonce and the body digest, one per line.
 
-The MAC key is derived from the cluster secret for this use alone (redirects have their own).
-Keyed BLAKE2b is a MAC by design and, with its keyed state made once and copied per request,
-costs about a microsecond: every relayed object request pays it twice (sign and verify).
+The MAC is :class:`aisync.auth.macs.KeyedMac` under the member-signature purpose (redirects
+have their own key); every relayed object request pays it twice (sign and verify).
 
 The receiver (:class:`MemberVerifier`) recomputes the MAC, refuses a time further than
 ``max_clock_skew`` from its own clock and a nonce it has seen within that window (a replay), and
@@ -36,6 +35,7 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, payload
 
+from aisync.auth.macs import KeyedMac
 from aisync.util.errors import NodeUnavailable, Unauthenticated
 
 MEMBER_HEADER = "X-Aisync-Member"
@@ -49,6 +49,8 @@ EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 #: Nonces remembered per node; a node seeing more signed requests than this within the replay
 #: window refuses further ones (503) rather than forget a nonce that could then be replayed.
 MAX_NONCES = 1 << 20
+#: The purpose member-signature MACs are keyed for (see :class:`KeyedMac`).
+PURPOSE = b"aisync member signature"
 
 
 def canonical(method: str, target: str, member: str, millis: str, nonce: str,
@@ -59,18 +61,6 @@ def canonical(method: str, target: str, member: str, millis: str, nonce: str,
 
 def body_digest(body: bytes | None) -> str:
     return hashlib.sha256(body).hexdigest() if body else EMPTY_DIGEST
-
-
-def member_key(secret: bytes) -> hashlib.blake2b:
-    """The keyed MAC state for member signatures (copied per request, never updated)."""
-    key = hashlib.sha256(b"aisync member signature\0" + secret).digest()
-    return hashlib.blake2b(key=key, digest_size=16)
-
-
-def mac_of(keyed: hashlib.blake2b, canonical_request: bytes) -> str:
-    mac = keyed.copy()
-    mac.update(canonical_request)
-    return mac.hexdigest()
 
 
 class NonceMemory:
@@ -107,7 +97,7 @@ class NonceMemory:
             self._rotated = now
         if nonce in self._current or nonce in self._previous:
             return False
-        if len(self._current) + len(self._previous) >= self._limit:
+        if len(self) >= self._limit:
             raise NodeUnavailable("too many signed requests within the replay window")
         self._current.add(nonce)
         return True
@@ -119,14 +109,13 @@ class MemberSigner:
     def __init__(self, node_id: str, secret: bytes,
                  is_member_origin: Callable[[str], bool]) -> None:
         self.node_id = node_id
-        self._keyed = member_key(secret)
+        self._mac = KeyedMac(secret, PURPOSE)
         self._is_member_origin = is_member_origin
 
     def headers(self, method: str, target: str, digest: str) -> dict[str, str]:
         millis = str(int(time.time() * 1000))
         nonce = secrets.token_hex(16)
-        mac = mac_of(self._keyed, canonical(method, target, self.node_id, millis, nonce,
-                                            digest))
+        mac = self._mac.hex(canonical(method, target, self.node_id, millis, nonce, digest))
         return {MEMBER_HEADER: self.node_id, TIME_HEADER: millis, NONCE_HEADER: nonce,
                 DIGEST_HEADER: digest, SIGNATURE_HEADER: mac}
 
@@ -150,7 +139,7 @@ class MemberVerifier:
 
     def __init__(self, secret: bytes, max_clock_skew: float,
                  max_nonces: int = MAX_NONCES) -> None:
-        self._keyed = member_key(secret)
+        self._mac = KeyedMac(secret, PURPOSE)
         self._skew_ms = int(max_clock_skew * 1000)
         self._nonces = NonceMemory(2 * max_clock_skew, max_nonces)
 
@@ -169,7 +158,7 @@ class MemberVerifier:
         if not (member and millis.isascii() and millis.isdigit() and len(millis) < 16 and 16 <= len(nonce) <= 64
                 and digest and given):
             raise Unauthenticated("incomplete intra-cluster signature")
-        want = mac_of(self._keyed, canonical(method, target, member, millis, nonce, digest))
+        want = self._mac.hex(canonical(method, target, member, millis, nonce, digest))
         if not hmac.compare_digest(want, given):
             raise Unauthenticated("bad intra-cluster signature")
         if abs(time.time() * 1000 - int(millis)) > self._skew_ms:

@@ -4,10 +4,9 @@ The proxy appends one query parameter to the Location it answers::
 
     ais_auth=<proxy id>~<map version>~<expires, Unix seconds>~<hex MAC, 128 bits>
 
-The MAC is keyed BLAKE2b (a MAC by design, no HMAC construction needed) under a key derived from
-the cluster secret for this use alone. A target checks one on every client GET, so it is built
-to cost about a microsecond: the keyed state is made once and copied per request. It covers the method, the percent-encoded path, the rest of the query
-exactly as the client sent it to the proxy, the proxy id, the map version and the expiry. A
+The MAC (:class:`aisync.auth.macs.KeyedMac`, keyed for redirects alone; a target checks one on
+every client GET) covers the method, the percent-encoded path, the rest of the query exactly as
+the client sent it to the proxy, the proxy id, the map version and the expiry. A
 target checks it before it serves an object route to anyone but a member, so a client cannot
 GET, PUT or DELETE on a target without first being admitted by a proxy, cannot turn a GET's
 Location into a DELETE, and cannot keep a Location past ``auth.redirect_ttl``. The parameter
@@ -17,16 +16,17 @@ passes a still-valid signature along.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 
+from aisync.auth.macs import KeyedMac
 from aisync.util.errors import Unauthenticated
 
 PARAM = "ais_auth"
 _SEP = "~"
 _MARK = PARAM + "="
-_MAC_HEX = 32  # 128-bit MACs
+#: The purpose redirect MACs are keyed for (see :class:`KeyedMac`).
+PURPOSE = b"aisync signed redirect"
 
 
 def split_query(query: str) -> tuple[str, str | None]:
@@ -47,18 +47,15 @@ def split_query(query: str) -> tuple[str, str | None]:
 class RedirectKey:
     """Signs and verifies redirect Locations with a key derived from the cluster secret."""
 
-    __slots__ = ("_keyed",)
+    __slots__ = ("_key",)
 
     def __init__(self, cluster_secret: bytes) -> None:
-        key = hashlib.sha256(b"aisync signed redirect\0" + cluster_secret).digest()
-        self._keyed = hashlib.blake2b(key=key, digest_size=_MAC_HEX // 2)
+        self._key = KeyedMac(cluster_secret, PURPOSE)
 
     def _mac(self, method: str, path: str, query: str, proxy: str, version: str,
              expires: str) -> str:
-        mac = self._keyed.copy()
-        mac.update("\n".join((method, path, query, proxy, version, expires)).encode(
+        return self._key.hex("\n".join((method, path, query, proxy, version, expires)).encode(
             "utf-8", "surrogateescape"))
-        return mac.hexdigest()
 
     def sign(self, method: str, path: str, query: str, proxy: str, map_version: int,
              ttl: float) -> str:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from aisync.auth import Gate, members, redirects
+from aisync.auth.macs import KeyedMac
 from aisync.config import AuthSection
 from aisync.util.errors import ConfigError, NodeUnavailable, Unauthenticated
 
@@ -67,7 +68,7 @@ def test_member_signature_outside_the_clock_window():
     canon = members.canonical("GET", "/v1/node/status", "proxy-0", old,
                               mac_headers[members.NONCE_HEADER], members.EMPTY_DIGEST)
     mac_headers[members.TIME_HEADER] = old
-    mac_headers[members.SIGNATURE_HEADER] = members.mac_of(members.member_key(SECRET), canon)
+    mac_headers[members.SIGNATURE_HEADER] = KeyedMac(SECRET, members.PURPOSE).hex(canon)
     with pytest.raises(Unauthenticated, match="clock-skew"):
         verifier.verify("GET", "/v1/node/status", mac_headers)
 
@@ -101,8 +102,7 @@ KEY = redirects.RedirectKey(SECRET)
 
 
 def test_signed_redirect_round_trip_and_its_limits():
-    query = KEY.sign("GET", "/v1/objects/b/a%20b", "provider=ais", "proxy-0", 7,
-                           ttl=60)
+    query = KEY.sign("GET", "/v1/objects/b/a%20b", "provider=ais", "proxy-0", 7, ttl=60)
     assert query.startswith("provider=ais&ais_auth=proxy-0~7~")
     assert KEY.verify("GET", "/v1/objects/b/a%20b", query) == "proxy-0"
     with pytest.raises(Unauthenticated, match="bad redirect signature"):
@@ -110,8 +110,7 @@ def test_signed_redirect_round_trip_and_its_limits():
     with pytest.raises(Unauthenticated, match="bad redirect signature"):
         KEY.verify("GET", "/v1/objects/b/other", query)
     with pytest.raises(Unauthenticated, match="bad redirect signature"):
-        KEY.verify("GET", "/v1/objects/b/a%20b", "provider=gcp&" +
-                         query.split("&", 1)[1])
+        KEY.verify("GET", "/v1/objects/b/a%20b", "provider=gcp&" + query.split("&", 1)[1])
     with pytest.raises(Unauthenticated, match="only through a proxy"):
         KEY.verify("GET", "/v1/objects/b/a%20b", "provider=ais")
     expired = KEY.sign("GET", "/v1/objects/b/k", "", "proxy-0", 7, ttl=-1)
