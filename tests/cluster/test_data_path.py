@@ -226,7 +226,12 @@ def test_corrupted_bytes_are_never_served(cluster, client, bucket, size, query):
     path = _object_file(cluster, bucket, "rot")
     with open(path, "r+b") as f:  # bit rot, behind aisync's back, before any read
         f.seek(size // 2)
-        f.write(bytes([f.read(1)[0] ^ 0xFF]))
+        flipped = f.read(1)[0] ^ 0xFF
+        f.seek(size // 2)  # the read moved past it: write the byte back where it was
+        f.write(bytes([flipped]))
+    with open(path, "rb") as f:
+        f.seek(size // 2)
+        assert f.read(1)[0] != data[size // 2]  # the rot really is on disk
     status, body = http_json(f"{cluster.endpoint}/v1/objects/{bucket}/rot{query}"
                              f"{'&' if query else '?'}mode=reverse")
     assert (status, body["code"]) == (500, "ObjectCorrupted")

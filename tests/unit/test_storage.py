@@ -104,11 +104,12 @@ async def test_small_object_corruption_is_detected_and_quarantined(store, tmp_pa
 
 
 async def test_large_object_verify_detects_bit_rot(store, tmp_path):
-    await store.put("ais/b", "big", chunks(os.urandom(2 << 20)))
+    data = os.urandom(2 << 20)
+    await store.put("ais/b", "big", chunks(data))
     [path] = object_files(tmp_path)
     with open(path, "r+b") as f:
         f.seek(1 << 20)
-        f.write(b"\x00\x01")
+        f.write(bytes([data[1 << 20] ^ 0xFF]))  # a byte that surely differs
     obj = store.open("ais/b", "big")
     with pytest.raises(ObjectCorrupted):
         await store.verify(obj)
