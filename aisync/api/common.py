@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from aisync.auth.redirects import only_redirect_param
 from aisync.storage.metadata import ObjectMetadata
 from aisync.util.errors import InvalidArgument, InvalidRange, NodeUnavailable
 from aisync.util.jsondoc import parse_json
@@ -54,9 +55,16 @@ def _cached_ref(name: str, provider: str, namespace: str) -> BucketRef:
     return BucketRef(name=name, provider=normalize_provider(provider), namespace=namespace)
 
 
+def no_params(request: web.BaseRequest) -> bool:
+    """Whether the request has no query parameter a handler reads: none at all, or only a
+    proxy's redirect signature (which the gate checked). Then nothing is parsed."""
+    query_string = request.query_string
+    return not query_string or only_redirect_param(query_string)
+
+
 def bucket_ref(request: web.BaseRequest) -> BucketRef:
     """The bucket a request names (validated once per distinct bucket, then cached)."""
-    if not request.query_string:
+    if no_params(request):
         return _cached_ref(request[MATCH]["bucket"], "ais", "")
     query = request.query
     return _cached_ref(request[MATCH]["bucket"], query.get("provider", "ais"),
@@ -116,7 +124,7 @@ def page_limit(request: web.BaseRequest) -> int:
 
 
 def bool_query(request: web.BaseRequest, key: str) -> bool:
-    if not request.query_string:
+    if no_params(request):
         return False
     return request.query.get(key, "").lower() in ("1", "true", "yes", "on")
 

@@ -41,6 +41,7 @@ from aisync.api.common import MATCH, error_response, json_document
 from aisync.auth import Access, Gate
 from aisync.auth.gate import IDENTITY
 from aisync.auth.redirects import PARAM as REDIRECT_PARAM
+from aisync.auth.redirects import only_redirect_param
 from aisync.util.errors import AisyncError, InvalidArgument, MethodNotAllowed, NotFound
 
 log = logging.getLogger("aisync.api")
@@ -75,7 +76,8 @@ def _check_request(route: Route, request: web.BaseRequest) -> None:
     allowed = route.query
     if allowed is None:
         return
-    if request.query_string:
+    query_string = request.query_string
+    if query_string and not (REDIRECT_PARAM in allowed and only_redirect_param(query_string)):
         query = request.query
         unknown = {key for key in query if key not in allowed}
         if unknown:
@@ -93,7 +95,7 @@ def _check_request(route: Route, request: web.BaseRequest) -> None:
 
 
 class _Pattern:
-    __slots__ = ("segments", "greedy", "methods")
+    __slots__ = ("segments", "greedy", "methods", "prefix")
 
     def __init__(self, pattern: str) -> None:
         parts = pattern.strip("/").split("/")
@@ -102,6 +104,10 @@ class _Pattern:
             parts[-1] = parts[-1][:-4] + "}"
         self.segments = tuple(parts)
         self.methods: dict[str, Route] = {}
+        #: The first two segments when both are literal: only paths that start with them can
+        #: match (the router's index); None for a pattern that must always be tried.
+        self.prefix = (parts[0], parts[1]) if len(parts) >= 2 and "{" not in parts[0] \
+            and "{" not in parts[1] else None
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
         segments = self.segments
@@ -133,6 +139,10 @@ class Router:
         routers of tests and internal sockets only)."""
         self._patterns: list[_Pattern] = []
         self._by_text: dict[str, _Pattern] = {}
+        # The patterns worth trying for a path, by its first two segments (in the order they
+        # were added, so the first match wins as if all were tried); ``_always`` for the rest.
+        self._by_prefix: dict[tuple[str, str], tuple[_Pattern, ...]] = {}
+        self._always: tuple[_Pattern, ...] = ()
         self._fallback = Route(fallback, access=fallback_access) \
             if fallback is not None else None
         self._reserved: str | None = None
@@ -165,9 +175,16 @@ class Router:
         if compiled is None:
             compiled = self._by_text[pattern] = _Pattern(pattern)
             self._patterns.append(compiled)
+            self._index()
         if method in compiled.methods:
             raise ValueError(f"{method} {pattern} is already routed")
         compiled.methods[method] = Route(handler, expect, access, accepted, body)
+
+    def _index(self) -> None:
+        prefixes = {p.prefix for p in self._patterns if p.prefix is not None}
+        self._always = tuple(p for p in self._patterns if p.prefix is None)
+        self._by_prefix = {key: tuple(p for p in self._patterns if p.prefix in (key, None))
+                           for key in prefixes}
 
     def routes(self) -> list[tuple[str, str, Route]]:
         """Every ``(method, pattern, route)``: what the route-walking tests go through."""
@@ -183,7 +200,9 @@ class Router:
         # Only the leading slash goes: an object name may end with "/" (a directory marker).
         parts = path[1:].split("/") if path != "/" else []
         allowed = False
-        for pattern in self._patterns:
+        candidates = self._by_prefix.get((parts[0], parts[1]), self._always) \
+            if len(parts) >= 2 else self._always
+        for pattern in candidates:
             params = pattern.match(parts)
             if params is None:
                 continue
@@ -201,15 +220,17 @@ class Router:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         # Until 100 Continue is sent, the client of an Expect request holds its body back.
-        held_back = "Expect" in request.headers and \
-            request.headers["Expect"].lower() == "100-continue"
+        expect = request.headers.get("Expect")
+        held_back = expect is not None and expect.lower() == "100-continue"
         try:
             route, params = self.resolve(request.method, request.path)
             request[MATCH] = params
             gate = self.gate
             if gate is not None:
-                request[IDENTITY] = await gate.admit(request, route.access,
-                                                     route.body == "stream")
+                request[IDENTITY] = identity = gate.admit(request, route.access,
+                                                          route.body == "stream")
+            else:
+                identity = None
             _check_request(route, request)
             if held_back:
                 if route.expect is not None:
@@ -220,8 +241,10 @@ class Router:
                 await request.writer.write(
                     b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
                 held_back = False
-            if gate is not None and gate.body_pending(request):
-                await gate.check_body(request)
+            if identity is not None and identity.kind == "member":
+                assert gate is not None
+                if gate.body_pending(request):  # a member signed a body digest: check it
+                    await gate.check_body(request)
             if route.body == "json" and request.body_exists:
                 json_document(await request.read(), "the request body")
             return await route.handler(request)

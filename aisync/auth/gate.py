@@ -38,6 +38,8 @@ IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", object)  # type:
 #: A member's signed body digest, checked once the body may be read (after 100 Continue).
 _PENDING_DIGEST: web.RequestKey[str] = web.RequestKey("signed_digest", str)
 MIN_SECRET_CHARS = 32
+#: Signing proxies whose identity is kept ready (a cluster has a handful; past this, start over).
+MAX_REMEMBERED_PROXIES = 256
 
 
 class Access(enum.Enum):
@@ -67,6 +69,7 @@ class Gate:
                  is_member_origin: Callable[[str], bool]) -> None:
         self.enabled = config.enabled
         self.redirect_ttl = config.redirect_ttl
+        self._redirected: dict[str, Identity] = {}  # the identity of each signing proxy
         if not self.enabled:
             log.warning("auth.enabled is false: every route of this node answers anyone who "
                         "reaches it (a lab setting; never expose such a node)")
@@ -106,23 +109,30 @@ class Gate:
         return f"{base_url}{path}?{query}"
 
     # -- server side --
-    async def admit(self, request: web.BaseRequest, access: Access,
-                    streams_body: bool) -> Identity:
+    def admit(self, request: web.BaseRequest, access: Access, streams_body: bool) -> Identity:
         """The caller's identity, or :class:`Unauthenticated`. ``streams_body``: the route
-        takes a streamed body, which a member may send unsigned (``UNSIGNED-PAYLOAD``)."""
+        takes a streamed body, which a member may send unsigned (``UNSIGNED-PAYLOAD``).
+
+        Synchronous, and on every request's path: nothing here waits (a member's signed body
+        is checked later, by :meth:`check_body`, once it may be read)."""
         if access is Access.PUBLIC:
             return ANONYMOUS
         if not self.enabled:
             return LAB
         headers = request.headers
         if members.SIGNATURE_HEADER in headers:
-            return await self._member(request, streams_body)
+            return self._member(request, streams_body)
         if access is Access.MEMBER:
             raise Unauthenticated("this route serves cluster members only")
         if access is Access.OBJECT:
-            path, _, query = request.raw_path.partition("?")
             assert self._redirects is not None
-            return Identity("redirect", self._redirects.verify(request.method, path, query))
+            proxy = self._redirects.verify(request.method, request.raw_path)
+            identity = self._redirected.get(proxy)
+            if identity is None:  # one per proxy that signed (only a real one gets here)
+                if len(self._redirected) >= MAX_REMEMBERED_PROXIES:
+                    self._redirected.clear()
+                identity = self._redirected[proxy] = Identity("redirect", proxy)
+            return identity
         auth = headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if not auth:
@@ -135,7 +145,7 @@ class Gate:
             raise Unauthenticated("invalid token")
         return ADMIN
 
-    async def _member(self, request: web.BaseRequest, streams_body: bool) -> Identity:
+    def _member(self, request: web.BaseRequest, streams_body: bool) -> Identity:
         assert self.verifier is not None
         member, digest = self.verifier.verify(request.method, request.raw_path,
                                               request.headers)

@@ -15,7 +15,7 @@ Bucket URIs: ``PROVIDER://[@NAMESPACE/]BUCKET[/OBJECT]`` as in ``ais://train/ima
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aisync.util.errors import InvalidArgument, InvalidBucketName, InvalidObjectName
 
@@ -54,7 +54,7 @@ def validate_object_name(name: str) -> str:
         )
     if name.startswith("/"):
         raise InvalidObjectName("object name must not start with '/'")
-    if any(segment in (".", "..") for segment in name.split("/")):
+    if "." in name and any(segment in (".", "..") for segment in name.split("/")):
         raise InvalidObjectName(f"object name {name!r} contains a '.' or '..' segment")
     return name
 
@@ -82,18 +82,17 @@ class BucketRef:
     name: str
     provider: str = "ais"
     namespace: str = ""
+    #: A unique, stable string for the bucket (used in placement and on disk); made once, as
+    #: every object request asks for it.
+    uname: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate_bucket_name(self.name)
         normalize_provider(self.provider)
         if self.namespace and not _NAMESPACE_RE.match(self.namespace):
             raise InvalidArgument(f"invalid namespace {self.namespace!r}")
-
-    @property
-    def uname(self) -> str:
-        """A unique, stable string for the bucket (used in placement and on disk)."""
         ns = f"@{self.namespace}/" if self.namespace else ""
-        return f"{self.provider}/{ns}{self.name}"
+        object.__setattr__(self, "uname", f"{self.provider}/{ns}{self.name}")
 
     def __str__(self) -> str:
         ns = f"@{self.namespace}/" if self.namespace else ""

@@ -102,23 +102,30 @@ KEY = redirects.RedirectKey(SECRET)
 
 
 def test_signed_redirect_round_trip_and_its_limits():
-    query = KEY.sign("GET", "/v1/objects/b/a%20b", "provider=ais", "proxy-0", 7, ttl=60)
+    path = "/v1/objects/b/a%20b"
+    query = KEY.sign("GET", path, "provider=ais", "proxy-0", 7, ttl=60)
     assert query.startswith("provider=ais&ais_auth=proxy-0~7~")
-    assert KEY.verify("GET", "/v1/objects/b/a%20b", query) == "proxy-0"
+    assert KEY.verify("GET", f"{path}?{query}") == "proxy-0"
     with pytest.raises(Unauthenticated, match="bad redirect signature"):
-        KEY.verify("DELETE", "/v1/objects/b/a%20b", query)  # GET's, as DELETE
+        KEY.verify("DELETE", f"{path}?{query}")  # GET's, as DELETE
     with pytest.raises(Unauthenticated, match="bad redirect signature"):
-        KEY.verify("GET", "/v1/objects/b/other", query)
+        KEY.verify("GET", f"/v1/objects/b/other?{query}")
     with pytest.raises(Unauthenticated, match="bad redirect signature"):
-        KEY.verify("GET", "/v1/objects/b/a%20b", "provider=gcp&" + query.split("&", 1)[1])
+        KEY.verify("GET", f"{path}?provider=gcp&" + query.split("&", 1)[1])
+    with pytest.raises(Unauthenticated, match="changed after"):
+        KEY.verify("GET", f"{path}?{query}&latest=true")  # a parameter no proxy signed
     with pytest.raises(Unauthenticated, match="only through a proxy"):
-        KEY.verify("GET", "/v1/objects/b/a%20b", "provider=ais")
+        KEY.verify("GET", f"{path}?provider=ais")
+    with pytest.raises(Unauthenticated, match="only through a proxy"):  # not a parameter
+        KEY.verify("GET", f"/v1/objects/b/x{query[len('provider=ais&'):]}")
     expired = KEY.sign("GET", "/v1/objects/b/k", "", "proxy-0", 7, ttl=-1)
     with pytest.raises(Unauthenticated, match="expired"):
-        KEY.verify("GET", "/v1/objects/b/k", expired)
-    for token in ("x~y", "p~²~1~m", "p~1~" + "9" * 5000 + "~m"):
+        KEY.verify("GET", f"/v1/objects/b/k?{expired}")
+    for token in ("x~y", "p~²~1~m", "p~1~" + "9" * 5000 + "~m", "p~1~2~é"):
         with pytest.raises(Unauthenticated, match="malformed"):
-            KEY.verify("GET", "/v1/objects/b/k", f"ais_auth={token}")
+            KEY.verify("GET", f"/v1/objects/b/k?ais_auth={token}")
+    with pytest.raises(ValueError):
+        KEY.sign("GET", path, "", "proxy~0", 7, ttl=60)
 
 
 @pytest.mark.parametrize("settings, message", [
