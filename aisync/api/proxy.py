@@ -29,7 +29,7 @@ from aisync.api.common import (
 )
 from aisync.api.jobs import ProxyJobs
 from aisync.api.keys import ProxyKeys
-from aisync.api.relay import relay
+from aisync.api.relay import CLIENT_CREDENTIALS, relay
 from aisync.api.remotes import ProxyRemotes
 from aisync.api.router import Router
 from aisync.api.runtime import NodeRuntime
@@ -187,7 +187,7 @@ class ProxyNode(NodeRuntime):
     async def _reverse(self, request: web.BaseRequest, owner: NodeInfo) -> web.StreamResponse:
         assert self.session is not None
         return await relay(self.session, request, f"{owner.url}{request.path_qs}",
-                           f"target {owner.id} at {owner.url}")
+                           f"target {owner.id} at {owner.url}", drop=CLIENT_CREDENTIALS)
 
     # -- buckets --
     async def handle_list_buckets(self, request: web.BaseRequest) -> web.Response:

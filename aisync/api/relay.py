@@ -19,13 +19,19 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
 CHUNK = 1 << 20
 
 
+#: What a proxy's reverse mode keeps from the target: the client's credentials (the proxy
+#: checked them; the target trusts the proxy's member signature, never a client's token).
+CLIENT_CREDENTIALS = HOP_BY_HOP | {"authorization"}
+
+
 async def relay(session: aiohttp.ClientSession, request: web.BaseRequest, url: str,
-                who: str) -> web.StreamResponse:
+                who: str, *, drop: frozenset[str] = HOP_BY_HOP) -> web.StreamResponse:
     """Send ``request`` to ``url`` (same method, headers, streamed body) and stream the answer.
 
     ``who`` names the upstream in the ``NodeUnavailable`` error raised when it cannot be reached.
+    ``drop``: the request headers (lower case) not sent on; the hop-by-hop ones at least.
     """
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in drop}
     if request.content_length is not None:
         headers["Content-Length"] = str(request.content_length)
     body = request.content.iter_any() if request.body_exists else None

@@ -38,8 +38,9 @@ IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", object)  # type:
 #: A member's signed body digest, checked once the body may be read (after 100 Continue).
 _PENDING_DIGEST: web.RequestKey[str] = web.RequestKey("signed_digest", str)
 MIN_SECRET_CHARS = 32
-#: Signing proxies whose identity is kept ready (a cluster has a handful; past this, start over).
-MAX_REMEMBERED_PROXIES = 256
+#: Signers (members, proxies of redirects) whose identity is kept ready (a cluster has a handful;
+#: past this, start over).
+MAX_REMEMBERED_SIGNERS = 256
 
 
 class Access(enum.Enum):
@@ -69,7 +70,7 @@ class Gate:
                  is_member_origin: Callable[[str], bool]) -> None:
         self.enabled = config.enabled
         self.redirect_ttl = config.redirect_ttl
-        self._redirected: dict[str, Identity] = {}  # the identity of each signing proxy
+        self._signers: dict[tuple[str, str], Identity] = {}  # see _identity
         if not self.enabled:
             log.warning("auth.enabled is false: every route of this node answers anyone who "
                         "reaches it (a lab setting; never expose such a node)")
@@ -119,21 +120,16 @@ class Gate:
             return ANONYMOUS
         if not self.enabled:
             return LAB
-        headers = request.headers
-        if members.SIGNATURE_HEADER in headers:
-            return self._member(request, streams_body)
+        signature = request.headers.get(members.SIGNATURE_HEADER)
+        if signature is not None:
+            return self._member(request, signature, streams_body)
         if access is Access.MEMBER:
             raise Unauthenticated("this route serves cluster members only")
         if access is Access.OBJECT:
             assert self._redirects is not None
-            proxy = self._redirects.verify(request.method, request.raw_path)
-            identity = self._redirected.get(proxy)
-            if identity is None:  # one per proxy that signed (only a real one gets here)
-                if len(self._redirected) >= MAX_REMEMBERED_PROXIES:
-                    self._redirected.clear()
-                identity = self._redirected[proxy] = Identity("redirect", proxy)
-            return identity
-        auth = headers.get("Authorization", "")
+            return self._identity("redirect",
+                                  self._redirects.verify(request.method, request.raw_path))
+        auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if not auth:
             raise Unauthenticated("this route needs a token: Authorization: Bearer TOKEN "
@@ -145,17 +141,26 @@ class Gate:
             raise Unauthenticated("invalid token")
         return ADMIN
 
-    def _member(self, request: web.BaseRequest, streams_body: bool) -> Identity:
+    def _member(self, request: web.BaseRequest, signature: str,
+                streams_body: bool) -> Identity:
         assert self.verifier is not None
-        member, digest = self.verifier.verify(request.method, request.raw_path,
-                                              request.headers)
+        member, digest = self.verifier.verify(request.method, request.raw_path, signature)
         if streams_body:
             pass  # a streamed body is not buffered to be hashed; its object checksum guards it
         elif digest == members.UNSIGNED:
             raise Unauthenticated("this route takes a signed body digest")
         elif request.body_exists or digest != members.EMPTY_DIGEST:
             request[_PENDING_DIGEST] = digest
-        return Identity("member", member)
+        return self._identity("member", member)
+
+    def _identity(self, kind: str, name: str) -> Identity:
+        """One :class:`Identity` per signer (only a verified one gets here: a handful)."""
+        identity = self._signers.get((kind, name))
+        if identity is None:
+            if len(self._signers) >= MAX_REMEMBERED_SIGNERS:
+                self._signers.clear()
+            identity = self._signers[(kind, name)] = Identity(kind, name)
+        return identity
 
     @staticmethod
     def body_pending(request: web.BaseRequest) -> bool:

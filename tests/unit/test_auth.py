@@ -14,18 +14,38 @@ from aisync.util.errors import ConfigError, NodeUnavailable, Unauthenticated
 SECRET = b"s" * 32
 
 
-def signed(method="PUT", target="/v1/metasync", body=b'{"a":1}', secret=SECRET):
+def signed(method="PUT", target="/v1/metasync", body=b'{"a":1}', secret=SECRET) -> str:
+    """A signature header value, as a member ``proxy-0`` sends it."""
     signer = members.MemberSigner("proxy-0", secret, lambda origin: True)
-    return signer.headers(method, target, members.body_digest(body))
+    return signer.header(method, target, members.body_digest(body))
+
+
+def resigned(fields: list[str], method: str = "PUT", target: str = "/v1/metasync") -> str:
+    """A header with the given fields and a valid MAC over them (what a holder of the secret
+    could make): only the time, nonce and replay checks stand in its way."""
+    prefix = members.signature_fields(*fields)
+    return prefix + KeyedMac(SECRET, members.PURPOSE).hex(
+        members.signed_text(method, target, prefix))
 
 
 def test_member_signature_round_trip_and_replay():
     verifier = members.MemberVerifier(SECRET, max_clock_skew=30)
-    headers = signed()
-    member, digest = verifier.verify("PUT", "/v1/metasync", headers)
+    signature = signed()
+    assert members.MemberSigner("proxy-0", SECRET, lambda o: True).headers(
+        "GET", "/", members.EMPTY_DIGEST).keys() == {members.SIGNATURE_HEADER}
+    member, digest = verifier.verify("PUT", "/v1/metasync", signature)
     assert member == "proxy-0" and digest == members.body_digest(b'{"a":1}')
     with pytest.raises(Unauthenticated, match="replayed"):
-        verifier.verify("PUT", "/v1/metasync", headers)
+        verifier.verify("PUT", "/v1/metasync", signature)
+
+
+def test_member_nonces_are_unique_across_signers_and_requests():
+    nonces = set()
+    for _ in range(3):  # three processes' signers (each draws its own prefix)
+        signer = members.MemberSigner("proxy-0", SECRET, lambda origin: True)
+        for _ in range(100):
+            nonces.add(signer.header("GET", "/", members.EMPTY_DIGEST).split("~")[2])
+    assert len(nonces) == 300
 
 
 @pytest.mark.parametrize("change", [
@@ -36,41 +56,50 @@ def test_member_signature_round_trip_and_replay():
 def test_member_signature_covers_method_target_and_secret(change):
     verifier = members.MemberVerifier(SECRET, max_clock_skew=30)
     kwargs = {"method": "PUT", "target": "/v1/metasync", "secret": SECRET}
-    headers = signed(**kwargs | {"secret": change.get("secret", SECRET)})
+    signature = signed(**kwargs | {"secret": change.get("secret", SECRET)})
     with pytest.raises(Unauthenticated, match="bad intra-cluster signature"):
         verifier.verify(change.get("method", "PUT"), change.get("target", "/v1/metasync"),
-                        headers)
+                        signature)
 
 
-@pytest.mark.parametrize("header", [members.MEMBER_HEADER, members.NONCE_HEADER,
-                                    members.DIGEST_HEADER, members.TIME_HEADER])
-def test_member_signature_covers_every_header(header):
+@pytest.mark.parametrize("field", [0, 1, 2, 3])  # member, time, nonce, body digest
+def test_member_signature_covers_every_field(field):
     verifier = members.MemberVerifier(SECRET, max_clock_skew=30)
-    headers = signed()
-    headers[header] = headers[header][:-1] + ("0" if headers[header][-1] != "0" else "1")
-    with pytest.raises(Unauthenticated):
-        verifier.verify("PUT", "/v1/metasync", headers)
+    parts = signed().split("~")
+    parts[field] = parts[field][:-1] + ("0" if parts[field][-1] != "0" else "1")
+    with pytest.raises(Unauthenticated, match="bad intra-cluster signature"):
+        verifier.verify("PUT", "/v1/metasync", "~".join(parts))
 
 
-def test_member_signature_with_other_scripts_digits_in_its_time():
-    headers = signed()
-    headers[members.TIME_HEADER] = "١٢٣"  # Arabic-Indic digits: str.isdigit() says yes
-    with pytest.raises(Unauthenticated, match="incomplete"):
-        members.MemberVerifier(SECRET, max_clock_skew=30).verify("PUT", "/v1/metasync", headers)
+@pytest.mark.parametrize("mangle", [
+    lambda p: p.__setitem__(1, "١٢٣"),            # Arabic-Indic digits: str.isdigit() says yes
+    lambda p: p.__setitem__(1, "9" * 5000),       # a time no int() should be asked to read
+    lambda p: p.__setitem__(2, "abc"),            # a nonce too short to be unique
+    lambda p: p.__setitem__(3, "sha"),            # a digest that is none
+    lambda p: p.__setitem__(4, "é" * 32),         # a MAC compare_digest would choke on
+    lambda p: p.pop(),                            # a field missing
+])
+def test_member_signature_malformed(mangle):
+    parts = signed().split("~")
+    mangle(parts)
+    with pytest.raises(Unauthenticated, match="malformed"):
+        members.MemberVerifier(SECRET, max_clock_skew=30).verify("PUT", "/v1/metasync",
+                                                                 "~".join(parts))
+
+
+def test_member_signer_refuses_an_id_that_would_shift_the_fields():
+    with pytest.raises(ValueError):
+        members.MemberSigner("proxy~0", SECRET, lambda origin: True)
 
 
 def test_member_signature_outside_the_clock_window():
     verifier = members.MemberVerifier(SECRET, max_clock_skew=30)
-    signer = members.MemberSigner("proxy-0", SECRET, lambda origin: True)
+    parts = signed("GET", "/v1/node/status", b"").split("~")
     old = str(int((time.time() - 31) * 1000))
-    mac_headers = signer.headers("GET", "/v1/node/status", members.EMPTY_DIGEST)
-    # re-sign with an old time, as a replay of a captured request would carry
-    canon = members.canonical("GET", "/v1/node/status", "proxy-0", old,
-                              mac_headers[members.NONCE_HEADER], members.EMPTY_DIGEST)
-    mac_headers[members.TIME_HEADER] = old
-    mac_headers[members.SIGNATURE_HEADER] = KeyedMac(SECRET, members.PURPOSE).hex(canon)
+    # re-signed with an old time, as a replay of a captured request would carry
     with pytest.raises(Unauthenticated, match="clock-skew"):
-        verifier.verify("GET", "/v1/node/status", mac_headers)
+        verifier.verify("GET", "/v1/node/status",
+                        resigned([parts[0], old, parts[2], parts[3]], "GET", "/v1/node/status"))
 
 
 def test_nonce_memory_remembers_each_nonce_for_at_least_its_window():
