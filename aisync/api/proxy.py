@@ -186,7 +186,7 @@ class ProxyNode(NodeRuntime):
 
     async def _reverse(self, request: web.BaseRequest, owner: NodeInfo) -> web.StreamResponse:
         assert self.session is not None
-        return await relay(self.session, request, f"{owner.url}{request.path_qs}",
+        return await relay(self.session, request, f"{owner.url}{_without_mode(request)}",
                            f"target {owner.id} at {owner.url}", drop=CLIENT_CREDENTIALS)
 
     # -- buckets --
@@ -476,3 +476,13 @@ class ProxyNode(NodeRuntime):
                                   "map_version": cmap.version,
                                   "bucket_map_version": bmap.version if bmap else 0,
                                   "primary": cmap.primary, "nodes": list(nodes)})
+
+
+def _without_mode(request: web.BaseRequest) -> str:
+    """The request's path and query for the target, less ``mode`` (the proxy's own parameter:
+    a target has nothing to parse when it was the only one)."""
+    path, _, query = request.path_qs.partition("?")
+    if not query:
+        return path
+    kept = [part for part in query.split("&") if not part.startswith("mode=") and part != "mode"]
+    return f"{path}?{'&'.join(kept)}" if kept else path

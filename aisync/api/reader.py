@@ -84,7 +84,7 @@ class ReadWorker:
             for path, kind in (("/v1/cluster/map", ClusterMap),
                                ("/v1/cluster/bucket-map", BucketMap)):
                 async with self.session.get(f"{MAIN}{path}",
-                                            middlewares=self.gate.client_middlewares()) as resp:
+                                            headers=self.gate.member_headers("GET", path)) as resp:
                     if resp.status == 200:
                         doc = kind.model_validate(await json_answer(resp, "the target's main process"))
                         if kind is ClusterMap:

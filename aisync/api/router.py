@@ -79,8 +79,8 @@ def _check_request(route: Route, request: web.BaseRequest) -> None:
     query_string = request.query_string
     if query_string and not (REDIRECT_PARAM in allowed and only_redirect_param(query_string)):
         query = request.query
-        unknown = {key for key in query if key not in allowed}
-        if unknown:
+        if not allowed.issuperset(query):
+            unknown = {key for key in query if key not in allowed}
             accepted = sorted(allowed - {REDIRECT_PARAM})
             raise InvalidArgument(f"this route does not take the query parameter(s) "
                                   f"{_names(unknown)}; accepted: {_names(accepted)}",
@@ -241,10 +241,8 @@ class Router:
                 await request.writer.write(
                     b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
                 held_back = False
-            if identity is not None and identity.kind == "member":
-                assert gate is not None
-                if gate.body_pending(request):  # a member signed a body digest: check it
-                    await gate.check_body(request)
+            if identity is not None and identity.body_digest:  # a member signed a body
+                await Gate.check_body(request, identity)
             if route.body == "json" and request.body_exists:
                 json_document(await request.read(), "the request body")
             return await route.handler(request)

@@ -110,7 +110,7 @@ class NodeRuntime:
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.config.http.client_timeout),
             connector=aiohttp.TCPConnector(limit=256),
-            middlewares=self.gate.client_middlewares())
+            **self.gate.client_session_options())
         self._stack.push_async_callback(self.session.close)
         self._stack.push_async_callback(self.sources.close)
         self._stack.push_async_callback(self._cancel_tasks)

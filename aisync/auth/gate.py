@@ -35,8 +35,6 @@ log = logging.getLogger("aisync.auth")
 
 #: Where the gate leaves the caller's identity on the request.
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", object)  # type: ignore[arg-type]
-#: A member's signed body digest, checked once the body may be read (after 100 Continue).
-_PENDING_DIGEST: web.RequestKey[str] = web.RequestKey("signed_digest", str)
 MIN_SECRET_CHARS = 32
 #: Signers (members, proxies of redirects) whose identity is kept ready (a cluster has a handful;
 #: past this, start over).
@@ -56,6 +54,9 @@ class Identity:
 
     kind: str
     name: str = ""
+    #: A member's signed body digest, still to be checked against the body once it may be
+    #: read (after 100 Continue: :meth:`Gate.check_body`); empty when there is none to check.
+    body_digest: str = ""
 
 
 ANONYMOUS = Identity("anonymous")
@@ -94,9 +95,18 @@ class Gate:
         self.verifier = members.MemberVerifier(shared, config.max_clock_skew)
 
     # -- client side --
-    def client_middlewares(self) -> tuple:
-        """For the node's ``aiohttp.ClientSession``: signs requests to members."""
-        return () if self.signer is None else (self.signer,)
+    def client_session_options(self) -> dict:
+        """For the node's ``aiohttp.ClientSession``: its requests to members sign themselves."""
+        if self.signer is None:
+            return {}
+        return {"request_class": members.signing_request_class(self.signer)}
+
+    def member_headers(self, method: str, target: str) -> dict[str, str]:
+        """The headers that sign one bodiless request (``target``: path and query as sent),
+        for a session that does not sign by itself; none with auth off."""
+        if self.signer is None:
+            return {}
+        return self.signer.headers(method, target, members.EMPTY_DIGEST)
 
     def signed_redirect(self, request: web.BaseRequest, base_url: str,
                         map_version: int) -> str:
@@ -150,7 +160,7 @@ class Gate:
         elif digest == members.UNSIGNED:
             raise Unauthenticated("this route takes a signed body digest")
         elif request.body_exists or digest != members.EMPTY_DIGEST:
-            request[_PENDING_DIGEST] = digest
+            return Identity("member", member, body_digest=digest)
         return self._identity("member", member)
 
     def _identity(self, kind: str, name: str) -> Identity:
@@ -163,14 +173,9 @@ class Gate:
         return identity
 
     @staticmethod
-    def body_pending(request: web.BaseRequest) -> bool:
-        return _PENDING_DIGEST in request
-
-    @staticmethod
-    async def check_body(request: web.BaseRequest) -> None:
+    async def check_body(request: web.BaseRequest, identity: Identity) -> None:
         """Read the (small, JSON) body a member signed and compare it with its digest; the
         handler then reads it again from aiohttp's cache."""
-        digest = request[_PENDING_DIGEST]
         body = await request.read()
-        if not hmac.compare_digest(members.body_digest(body), digest):
+        if not hmac.compare_digest(members.body_digest(body), identity.body_digest):
             raise Unauthenticated("the body does not match its signed digest")

@@ -169,7 +169,7 @@ def test_gate_refuses_to_start_without_credentials(settings, message):
 
 def test_gate_lab_switch_logs_a_warning(caplog):
     gate = Gate(AuthSection(enabled=False), "n", lambda origin: False)
-    assert gate.client_middlewares() == ()
+    assert gate.client_session_options() == {} and gate.member_headers("GET", "/") == {}
     assert any("auth.enabled is false" in r.getMessage() for r in caplog.records)
 
 
