@@ -9,7 +9,7 @@ import select
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from aisync.api.common import content_range, object_headers, parse_range
 from aisync.storage.metadata import ObjectMetadata
@@ -173,16 +173,41 @@ def file_response(request: web.BaseRequest, obj: OpenObject) -> web.StreamRespon
 
 def range_of(request: web.BaseRequest, size: int, headers: dict) -> tuple[int, int, int]:
     """(status, offset, count) for the request's Range header; adds Content-Range."""
-    rng = parse_range(request.headers.get("Range"), size)
+    rng = parse_range(request.headers.get(hdrs.RANGE), size)
     if rng is None:
         return 200, 0, size
     headers["Content-Range"] = content_range(rng[0], rng[1], size)
     return 206, rng[0], rng[1]
 
 
-def small_response(request: web.BaseRequest, meta: ObjectMetadata, data: bytes) -> web.Response:
-    """A whole small object (already verified) or the requested range of it."""
-    headers = object_headers(meta)
+class _HeadersMemo:
+    """:func:`object_headers` of the records a hot-object cache hands out: built once per
+    cached version, not per GET. Keyed by the record's identity: a cache hands out the same
+    immutable record until the object changes, and the memo holds it, so no other record can
+    take its id meanwhile."""
+
+    LIMIT = 4096  # records; past this, start over
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[ObjectMetadata, dict[str, str]]] = {}
+
+    def headers(self, meta: ObjectMetadata) -> dict[str, str]:
+        entry = self._by_id.get(id(meta))
+        if entry is None or entry[0] is not meta:
+            if len(self._by_id) >= self.LIMIT:
+                self._by_id.clear()
+            entry = self._by_id[id(meta)] = (meta, object_headers(meta))
+        return dict(entry[1])  # the caller may add Content-Range or Content-Length
+
+
+_hot_headers = _HeadersMemo()
+
+
+def small_response(request: web.BaseRequest, meta: ObjectMetadata, data: bytes, *,
+                   hot: bool = False) -> web.Response:
+    """A whole small object (already verified) or the requested range of it. ``hot``: ``meta``
+    came from a hot-object cache (its headers are memoized)."""
+    headers = _hot_headers.headers(meta) if hot else object_headers(meta)
     status, offset, count = range_of(request, meta.size, headers)
     if request.method == "HEAD":
         headers["Content-Length"] = str(count)

@@ -120,7 +120,7 @@ class ReadWorker:
             return await self.forward(request)  # on-access checks run in the main process
         hit = self.reader.cached(ref.uname, name)
         if hit is not None:
-            return small_response(request, hit[0], hit[1])
+            return small_response(request, hit[0], hit[1], hot=True)
         try:
             obj = self.reader.open(ref.uname, name)
         except ObjectNotFound:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from aisync.util.errors import NodeUnavailable
 
@@ -17,6 +18,18 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "te", "trailers", "transfer-encoding", "upgrade", "host",
                         "content-length", "expect"})
 CHUNK = 1 << 20
+
+
+#: No bound on the whole exchange (a large object takes its time), a bound on connecting.
+_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5)
+
+
+def _without(headers, names: frozenset[str]) -> CIMultiDict[str]:
+    """A copy of ``headers`` less ``names`` (lower case; matched case-insensitively)."""
+    kept = CIMultiDict(headers)
+    for name in names:
+        kept.popall(name, None)
+    return kept
 
 
 #: What a proxy's reverse mode keeps from the target: the client's credentials (the proxy
@@ -31,18 +44,16 @@ async def relay(session: aiohttp.ClientSession, request: web.BaseRequest, url: s
     ``who`` names the upstream in the ``NodeUnavailable`` error raised when it cannot be reached.
     ``drop``: the request headers (lower case) not sent on; the hop-by-hop ones at least.
     """
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in drop}
+    headers = _without(request.headers, drop)
     if request.content_length is not None:
         headers["Content-Length"] = str(request.content_length)
     body = request.content.iter_any() if request.body_exists else None
     try:
         async with session.request(request.method, url, headers=headers, data=body,
                                    allow_redirects=False, auto_decompress=False,
-                                   timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as up:
-            out = web.StreamResponse(status=up.status, reason=up.reason)
-            for key, value in up.headers.items():
-                if key.lower() not in HOP_BY_HOP:
-                    out.headers.add(key, value)
+                                   timeout=_TIMEOUT) as up:
+            out = web.StreamResponse(status=up.status, reason=up.reason,
+                                     headers=_without(up.headers, HOP_BY_HOP))
             if up.content_length is not None:
                 out.content_length = up.content_length
             await out.prepare(request)

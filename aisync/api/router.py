@@ -35,7 +35,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from aisync.api.common import MATCH, error_response, json_document
 from aisync.auth import Access, Gate
@@ -220,7 +220,7 @@ class Router:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         # Until 100 Continue is sent, the client of an Expect request holds its body back.
-        expect = request.headers.get("Expect")
+        expect = request.headers.get(hdrs.EXPECT)
         held_back = expect is not None and expect.lower() == "100-continue"
         try:
             route, params = self.resolve(request.method, request.path)

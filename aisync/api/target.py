@@ -245,7 +245,7 @@ class TargetNode(NodeRuntime):
         if not check:
             hit = self.store.cached(uname, name)
             if hit is not None:
-                return small_response(request, hit[0], hit[1])
+                return small_response(request, hit[0], hit[1], hot=True)
         epoch = self.store.write_epoch(uname, name)
         try:
             obj = self.store.open(uname, name)

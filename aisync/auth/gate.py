@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from aisync.auth import members, redirects
 from aisync.config import AuthSection
@@ -75,7 +75,7 @@ class Gate:
         if not self.enabled:
             log.warning("auth.enabled is false: every route of this node answers anyone who "
                         "reaches it (a lab setting; never expose such a node)")
-            self._token = b""
+            self._token = self._bearer = b""
             self._redirects = None
             self.signer = None
             self.verifier = None
@@ -89,6 +89,7 @@ class Gate:
             raise ConfigError(f"auth.cluster_secret must be set, the same on every node, at "
                               f"least {MIN_SECRET_CHARS} characters (AISYNC_AUTH__CLUSTER_SECRET)")
         self._token = config.admin_token.get_secret_value().encode()
+        self._bearer = b"Bearer " + self._token
         shared = secret.encode()
         self._redirects = redirects.RedirectKey(shared)
         self.signer = members.MemberSigner(node_id, shared, is_member_origin)
@@ -139,7 +140,9 @@ class Gate:
             assert self._redirects is not None
             return self._identity("redirect",
                                   self._redirects.verify(request.method, request.raw_path))
-        auth = request.headers.get("Authorization", "")
+        auth = request.headers.get(hdrs.AUTHORIZATION, "")
+        if hmac.compare_digest(auth.encode("utf-8", "surrogateescape"), self._bearer):
+            return ADMIN  # the usual shape, exactly: one comparison
         scheme, _, token = auth.partition(" ")
         if not auth:
             raise Unauthenticated("this route needs a token: Authorization: Bearer TOKEN "

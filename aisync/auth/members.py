@@ -36,11 +36,13 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import ClientRequest, ClientResponse, payload
 from aiohttp.connector import Connection
+from multidict import istr
 
 from aisync.auth.macs import KeyedMac
 from aisync.util.errors import NodeUnavailable, Unauthenticated
 
-SIGNATURE_HEADER = "X-Aisync-Signature"
+#: (An ``istr``: header lookups with it skip case folding.)
+SIGNATURE_HEADER = istr("X-Aisync-Signature")
 UNSIGNED = "UNSIGNED-PAYLOAD"
 #: The digest of an empty body.
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
