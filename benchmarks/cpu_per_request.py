@@ -42,10 +42,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure(url: str, paths: Path, token: str | None, pids: dict[str, int],
-            seconds: int) -> dict:
-    wrk(url, 16, 2, paths, token)  # warm-up: connections, caches, the hot-object cache
+            seconds: int, connections: int) -> dict:
+    wrk(url, connections, 2, paths, token)  # warm-up: connections, caches, hot objects
     before = {role: cpu_seconds(pid) for role, pid in pids.items()}
-    result = wrk(url, 16, seconds, paths, token)
+    result = wrk(url, connections, seconds, paths, token)
     requests = result["rps"] * seconds
     return {"rps": result["rps"],
             **{f"{role}_us": (cpu_seconds(pid) - before[role]) / requests * 1e6
@@ -57,6 +57,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=6, help="seconds per measured wrk run")
     ap.add_argument("--objects", type=int, default=200, help="distinct 4 KiB objects")
     ap.add_argument("--rounds", type=int, default=3, help="measured runs per path (median)")
+    ap.add_argument("--connections", type=int, default=16, help="wrk connections")
+    ap.add_argument("--read-workers", type=int, default=0,
+                    help="read workers per target (their CPU is not counted: keep 0 for CPU)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     import aisync.client as client_module
@@ -65,7 +68,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="aisync-cpu-"))
     cluster_dir = work / "cluster"
     aisync = [sys.executable, "-m", "aisync"]
-    env = dict(os.environ, AISYNC_HTTP__READ_WORKERS="0")
+    env = dict(os.environ, AISYNC_HTTP__READ_WORKERS=str(args.read_workers))
     if (Path(client_module.__file__).parents[1] / "auth").is_dir():  # (a tree from before
         env["AISYNC_AUTH__REDIRECT_TTL"] = "2h"                        # the locks has none)
     try:
@@ -91,10 +94,12 @@ def main() -> int:
         cases = {"data path": (target_url, direct, None, {"target": pids["target"]}),
                  "via proxy": (endpoint, relayed, token or None, pids)}
         results = {}
-        print(f"# 4 KiB GET, wrk -c16, {args.seconds}s x {args.rounds}, 1 proxy + 1 target, "
-              "no read workers; CPU microseconds per request (median)")
+        print(f"# 4 KiB GET, wrk -c{args.connections}, {args.seconds}s x {args.rounds}, 1 proxy "
+              f"+ 1 target, {args.read_workers} read workers; CPU microseconds per request "
+              "(median)")
         for case, (url, paths, auth, roles) in cases.items():
-            runs = [measure(url, paths, auth, roles, args.seconds) for _ in range(args.rounds)]
+            runs = [measure(url, paths, auth, roles, args.seconds, args.connections)
+                    for _ in range(args.rounds)]
             results[case] = {key: round(statistics.median(r[key] for r in runs), 1)
                              for key in runs[0]}
             print(f"{case:<10} " + "  ".join(f"{k} {v:g}" for k, v in results[case].items()))
