@@ -235,17 +235,17 @@ class TargetNode(NodeRuntime):
 
     # -- objects --
     async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
-        arrived = time.monotonic()
         ref, props = self.known_bucket(request)
         name = object_name(request)
         uname = ref.uname
-        latest = bool_query(request, "latest")
-        cached_only = bool_query(request, "cached")  # a peer asking: never read through
+        latest = props.backed and bool_query(request, "latest")
         check = props.backed and OnAccess.wanted(props.consistency, latest)
         if not check:
             hit = self.store.cached(uname, name)
             if hit is not None:
                 return small_response(request, hit[0], hit[1], hot=True)
+        arrived = time.monotonic()  # what a re-validated or fetched copy must be fresher than
+        cached_only = bool_query(request, "cached")  # a peer asking: never read through
         epoch = self.store.write_epoch(uname, name)
         try:
             obj = self.store.open(uname, name)
