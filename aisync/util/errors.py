@@ -5,9 +5,26 @@ may catch either (``except FileNotFoundError`` works for a missing object). Ever
 stable ``code`` (used verbatim in JSON error bodies and, later, mapped to S3 codes) and the HTTP
 ``status`` that the single error middleware in ``aisync.api`` answers with. Adding a new error
 means adding a class here; nothing else maps errors to statuses.
+
+Every class that sets its own ``code`` enters :data:`ERRORS_BY_CODE` as it is defined (the SDK
+rebuilds typed errors from JSON bodies with it); two classes claiming one code is an error at
+import time, so a code always names one class.
 """
 
 from __future__ import annotations
+
+#: Every error class by its ``code`` (filled by :meth:`AisyncError.__init_subclass__`).
+ERRORS_BY_CODE: dict[str, type[AisyncError]] = {}
+
+
+def _register(cls: type[AisyncError]) -> None:
+    taken = ERRORS_BY_CODE.get(cls.code)
+    same_definition = taken is not None and (taken.__module__, taken.__qualname__) == (
+        cls.__module__, cls.__qualname__)  # a module imported twice (run as __main__)
+    if taken is not None and not same_definition:
+        raise TypeError(f"error code {cls.code!r} is {taken.__qualname__}'s; "
+                        f"{cls.__qualname__} needs its own")
+    ERRORS_BY_CODE[cls.code] = cls
 
 
 class AisyncError(Exception):
@@ -15,6 +32,11 @@ class AisyncError(Exception):
 
     code: str = "InternalError"
     status: int = 500
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:  # a class that inherits its parent's code is not its name
+            _register(cls)
 
     def __init__(self, message: str = "", **details: object) -> None:
         super().__init__(message or self.code)
@@ -180,17 +202,7 @@ class Conflict(AisyncError):
     code, status = "Conflict", 409
 
 
-ERRORS_BY_CODE: dict[str, type[AisyncError]] = {
-    cls.code: cls
-    for cls in [
-        AisyncError, InvalidArgument, InvalidBucketName, InvalidObjectName, InvalidRange,
-        NotFound, ObjectNotFound, BucketNotFound, BucketAlreadyExists, PreconditionFailed,
-        StaleMapVersion, NotPrimary, MethodNotAllowed, PayloadTooLarge, IncompleteBody,
-        ChecksumMismatch, ObjectCorrupted, NoTargets, NodeUnavailable, ConfigError,
-        Unauthenticated, AccessDenied, BackendError, Throttled, BackendUnavailable, NotSupported,
-        JobNotFound, ScheduleNotFound, RemoteNotFound, AlreadyExists, Conflict, ChangeFeedGap,
-    ]
-}
+_register(AisyncError)
 
 
 def error_from_dict(status: int, body: dict[str, object]) -> AisyncError:
@@ -228,8 +240,6 @@ class AccessKeyNotFound(NotFound):
     code = "AccessKeyNotFound"
 
 
-ERRORS_BY_CODE[AccessKeyNotFound.code] = AccessKeyNotFound
-
 
 # -- multipart uploads (S3 semantics; see aisync.storage.uploads) --
 
@@ -257,5 +267,3 @@ class EntityTooSmall(InvalidArgument):
     code = "EntityTooSmall"
 
 
-ERRORS_BY_CODE.update({cls.code: cls for cls in (UploadNotFound, InvalidPart, InvalidPartOrder,
-                                                 EntityTooSmall)})
