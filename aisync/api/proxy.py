@@ -482,7 +482,7 @@ def _without_mode(request: web.BaseRequest) -> str:
     """The request's path and query for the target, less ``mode`` (the proxy's own parameter:
     a target has nothing to parse when it was the only one)."""
     path, _, query = request.path_qs.partition("?")
-    if not query or query == "mode=reverse":
+    if not query:
         return path
     kept = [part for part in query.split("&") if not part.startswith("mode=") and part != "mode"]
     return f"{path}?{'&'.join(kept)}" if kept else path

@@ -45,7 +45,8 @@ class RedirectKey:
 
     The MAC covers the method and the whole request target up to the MAC itself: path, the
     client's query, and ``ais_auth=<proxy>~<version>~<expires>~``. A check is then one scan
-    for the parameter, one split and one MAC over a slice of the target as received.
+    for the parameter, one match of its token and one MAC over a slice of the target as
+    received.
     """
 
     __slots__ = ("_key",)

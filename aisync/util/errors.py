@@ -240,7 +240,6 @@ class AccessKeyNotFound(NotFound):
     code = "AccessKeyNotFound"
 
 
-
 # -- multipart uploads (S3 semantics; see aisync.storage.uploads) --
 
 class UploadNotFound(NotFound):
@@ -265,5 +264,3 @@ class EntityTooSmall(InvalidArgument):
     """A part other than the last is smaller than the minimum part size (5 MiB)."""
 
     code = "EntityTooSmall"
-
-
