@@ -60,6 +60,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=16, help="wrk connections")
     ap.add_argument("--read-workers", type=int, default=0,
                     help="read workers per target (their CPU is not counted: keep 0 for CPU)")
+    ap.add_argument("--auth-off", action="store_true",
+                    help="run the nodes with auth.enabled: false (the same tree without its "
+                         "locks: what they cost, with nothing else changed)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     import aisync.client as client_module
@@ -71,6 +74,8 @@ def main() -> int:
     env = dict(os.environ, AISYNC_HTTP__READ_WORKERS=str(args.read_workers))
     if (Path(client_module.__file__).parents[1] / "auth").is_dir():  # (a tree from before
         env["AISYNC_AUTH__REDIRECT_TTL"] = "2h"                        # the locks has none)
+    if args.auth_off:
+        env["AISYNC_AUTH__ENABLED"] = "false"
     try:
         subprocess.run(aisync + ["cluster", "up", "--targets", "1", "--port", "0", "--detach",
                                  "--dir", str(cluster_dir)], check=True, env=env,
@@ -95,7 +100,7 @@ def main() -> int:
                  "via proxy": (endpoint, relayed, token or None, pids)}
         results = {}
         print(f"# 4 KiB GET, wrk -c{args.connections}, {args.seconds}s x {args.rounds}, 1 proxy "
-              f"+ 1 target, {args.read_workers} read workers; CPU microseconds per request "
+              f"+ 1 target, {args.read_workers} read workers{', auth off' if args.auth_off else ''}; CPU microseconds per request "
               "(median)")
         for case, (url, paths, auth, roles) in cases.items():
             runs = [measure(url, paths, auth, roles, args.seconds, args.connections)
