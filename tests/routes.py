@@ -16,12 +16,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from aisync.api.proxy import ProxyNode
-from aisync.api.reader import ReadWorker
-from aisync.api.router import Route
-from aisync.api.target import TargetNode
 from aisync.client import Client
 from aisync.config import NodeConfig
+from aisync.node.router import Route
+from aisync.proxy.node import ProxyNode
+from aisync.target.node import TargetNode
+from aisync.target.read_worker import ReadWorker
 from tests.harness import http_json, raw_http
 
 #: The header that carries an error's code (HEAD answers have no body).
@@ -92,13 +92,13 @@ def cluster_state(proxy: str, target: str, bucket: str, obj: str) -> dict:
 
     with Client(proxy, timeout=30) as client:
         data = client.get_object(bucket, obj)
-    cmap = get(proxy, "/v1/cluster/map")
+    cluster_map = get(proxy, "/v1/cluster/map")
     return {
         "buckets": get(proxy, "/v1/buckets"),
         "objects": get(proxy, f"/v1/buckets/{bucket}")["objects"],
         "data": data,
-        "cluster map": (cmap["version"], sorted(
-            (i, n["url"], n["state"]) for i, n in cmap["nodes"].items())),
+        "cluster map": (cluster_map["version"], sorted(
+            (i, n["url"], n["state"]) for i, n in cluster_map["nodes"].items())),
         "target cluster map": get(target, "/v1/cluster/map")["version"],
         "bucket map": get(proxy, "/v1/cluster/bucket-map")["version"],
         "target bucket map": get(target, "/v1/cluster/bucket-map")["version"],

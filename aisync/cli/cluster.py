@@ -255,8 +255,8 @@ async def _wait_primary(plan: NodePlan, plans: list[NodePlan],
             await asyncio.sleep(POLL_INTERVAL)
 
 
-def _active_targets(cmap: dict[str, Any], plans: list[NodePlan]) -> set[str]:
-    nodes = cmap.get("nodes") or {}
+def _active_targets(cluster_map: dict[str, Any], plans: list[NodePlan]) -> set[str]:
+    nodes = cluster_map.get("nodes") or {}
     entries = nodes.values() if isinstance(nodes, dict) else nodes
     by_url = {p.url: p.id for p in plans}
     active: set[str] = set()

@@ -42,7 +42,12 @@ def node(role: str | None, config_path: str | None, port: int | None,
     except ConfigError as exc:
         raise UsageFailure(exc.message) from exc
     try:
-        from aisync.api.node import run_node
+        from aisync.node.launch import run_node
+
+        if cfg.role == "proxy":
+            from aisync.proxy.node import ProxyNode as node_class
+        else:
+            from aisync.target.node import TargetNode as node_class
     except ImportError as exc:
         raise CliError(f"this installation cannot run nodes: {exc}") from exc
-    run_node(cfg)
+    run_node(cfg, node_class)

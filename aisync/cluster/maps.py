@@ -40,7 +40,7 @@ class NodeInfo(_Doc):
     state: NodeState = "active"
     #: The machine it runs on (kernel boot id), so nodes can tell who shares their host.
     host: str | None = None
-    #: A target's socket for short-circuit local reads (see ``aisync.api.localread``).
+    #: A target's socket for short-circuit local reads (see ``aisync.node.localread``).
     local_socket: str | None = None
 
 

@@ -18,19 +18,19 @@ from aisync.cluster.maps import BucketMap, ClusterMap, NodeInfo
 log = logging.getLogger("aisync.metasync")
 
 
-def payload(cmap: ClusterMap | None, bmap: BucketMap | None) -> dict:
+def payload(cluster_map: ClusterMap | None, bucket_map: BucketMap | None) -> dict:
     body: dict = {}
-    if cmap is not None:
-        body["cluster_map"] = cmap.model_dump(mode="json")
-    if bmap is not None:
-        body["bucket_map"] = bmap.model_dump(mode="json")
+    if cluster_map is not None:
+        body["cluster_map"] = cluster_map.model_dump(mode="json")
+    if bucket_map is not None:
+        body["bucket_map"] = bucket_map.model_dump(mode="json")
     return body
 
 
-async def push(session: aiohttp.ClientSession, nodes: list[NodeInfo], cmap: ClusterMap,
-               bmap: BucketMap | None, timeout: float) -> dict[str, str]:
+async def push(session: aiohttp.ClientSession, nodes: list[NodeInfo], cluster_map: ClusterMap,
+               bucket_map: BucketMap | None, timeout: float) -> dict[str, str]:
     """Push both maps to ``nodes``; returns ``{node_id: error}`` for nodes that did not accept."""
-    body = payload(cmap, bmap)
+    body = payload(cluster_map, bucket_map)
 
     async def one(node: NodeInfo) -> tuple[str, str | None]:
         try:
@@ -47,5 +47,5 @@ async def push(session: aiohttp.ClientSession, nodes: list[NodeInfo], cmap: Clus
     failures = {node_id: err for node_id, err in results if err is not None}
     for node_id, err in failures.items():
         log.warning("metasync to %s failed: %s", node_id, err,
-                    extra={"node": node_id, "map_version": cmap.version})
+                    extra={"node": node_id, "map_version": cluster_map.version})
     return failures

@@ -55,41 +55,41 @@ class Primary:
     async def bootstrap(self) -> None:
         """Create the first maps, or re-announce the persisted ones after a restart."""
         async with self._lock:
-            cmap, bmap = self.state.cmap, self.state.bmap
-            if cmap is None:
-                cmap = ClusterMap.bootstrap(self.config.cluster.name, self.me)
-                bmap = BucketMap.bootstrap(cmap.uuid)
+            cluster_map, bucket_map = self.state.cluster_map, self.state.bucket_map
+            if cluster_map is None:
+                cluster_map = ClusterMap.bootstrap(self.config.cluster.name, self.me)
+                bucket_map = BucketMap.bootstrap(cluster_map.uuid)
             else:
                 node = self.me.model_copy(update={"state": "active"})
-                if cmap.nodes.get(self.me.id) != node or cmap.primary != self.me.id:
-                    cmap = cmap.with_node(node).model_copy(update={"primary": self.me.id})
-                if bmap is None:
-                    bmap = BucketMap.bootstrap(cmap.uuid)
-            await self.state.apply(cmap, bmap)
+                if cluster_map.nodes.get(self.me.id) != node or cluster_map.primary != self.me.id:
+                    cluster_map = cluster_map.with_node(node).model_copy(update={"primary": self.me.id})
+                if bucket_map is None:
+                    bucket_map = BucketMap.bootstrap(cluster_map.uuid)
+            await self.state.apply(cluster_map, bucket_map)
             now = time.monotonic()
-            self._last_seen = {node_id: now for node_id in cmap.nodes}
+            self._last_seen = {node_id: now for node_id in cluster_map.nodes}
             await self._push()
 
     async def _push(self) -> dict[str, str]:
-        cmap, bmap = self.state.cmap, self.state.bmap
-        assert cmap is not None
-        others = [n for n in cmap.nodes.values() if n.id != self.me.id]
-        return await metasync.push(self.session, others, cmap, bmap,
+        cluster_map, bucket_map = self.state.cluster_map, self.state.bucket_map
+        assert cluster_map is not None
+        others = [n for n in cluster_map.nodes.values() if n.id != self.me.id]
+        return await metasync.push(self.session, others, cluster_map, bucket_map,
                                    self.config.http.client_timeout)
 
-    async def _publish(self, cmap: ClusterMap | None = None, bmap: BucketMap | None = None):
-        await self.state.apply(cmap, bmap)
+    async def _publish(self, cluster_map: ClusterMap | None = None, bucket_map: BucketMap | None = None):
+        await self.state.apply(cluster_map, bucket_map)
         failures = await self._push()
-        if cmap is not None and cmap.version % 100 == 0:
+        if cluster_map is not None and cluster_map.version % 100 == 0:
             await self.state.prune()
         return failures
 
     # -- membership --
     async def join(self, node: NodeInfo, held_version: int = 0) -> tuple[ClusterMap, BucketMap]:
         async with self._lock:
-            cmap = self.state.cmap
-            assert cmap is not None
-            known = cmap.nodes.get(node.id)
+            cluster_map = self.state.cluster_map
+            assert cluster_map is not None
+            known = cluster_map.nodes.get(node.id)
             if known is not None and known.state == "active" and known.url != node.url \
                     and node.id != self.me.id:
                 # A stolen or mistyped id must not take over another node's share of the data.
@@ -98,15 +98,15 @@ class Primary:
                                "the cluster marks it inactive)")
             self._last_seen[node.id] = time.monotonic()
             node = node.model_copy(update={"state": "active"})
-            if cmap.nodes.get(node.id) != node or held_version >= cmap.version:
-                new = cmap.with_node(node)
+            if cluster_map.nodes.get(node.id) != node or held_version >= cluster_map.version:
+                new = cluster_map.with_node(node)
                 if held_version >= new.version:
                     new = new.bumped_to(held_version + 1)
                 log.info("node %s joins as %s at %s", node.id, node.role, node.url,
                          extra={"node": node.id, "map_version": new.version})
                 await self._publish(new)
-            assert self.state.cmap is not None and self.state.bmap is not None
-            return self.state.cmap, self.state.bmap
+            assert self.state.cluster_map is not None and self.state.bucket_map is not None
+            return self.state.cluster_map, self.state.bucket_map
 
     async def run_keepalive(self) -> None:
         """The keepalive worker: runs until cancelled."""
@@ -138,18 +138,18 @@ class Primary:
             return False
 
     async def _keepalive_round(self, timeout: float, dead_after: float) -> None:
-        cmap = self.state.cmap
-        assert cmap is not None
-        others = [n for n in cmap.nodes.values() if n.id != self.me.id]
+        cluster_map = self.state.cluster_map
+        assert cluster_map is not None
+        others = [n for n in cluster_map.nodes.values() if n.id != self.me.id]
         results = await asyncio.gather(*(self._ping(n, timeout) for n in others))
         now = time.monotonic()
         for node, ok in zip(others, results, strict=True):
             if ok:
                 self._last_seen[node.id] = now
         async with self._lock:
-            cmap = self.state.cmap
-            assert cmap is not None
-            new = cmap
+            cluster_map = self.state.cluster_map
+            assert cluster_map is not None
+            new = cluster_map
             for node, ok in zip(others, results, strict=True):
                 current = new.nodes.get(node.id)
                 if current is None:
@@ -162,76 +162,76 @@ class Primary:
                 elif current.state == "inactive" and ok:
                     log.info("node %s answers again: active", node.id, extra={"node": node.id})
                     new = new.with_state(node.id, "active")
-            if new is not cmap:
+            if new is not cluster_map:
                 # Several state changes in one round become a single new version.
-                new = new.model_copy(update={"version": cmap.version + 1})
+                new = new.model_copy(update={"version": cluster_map.version + 1})
                 await self._publish(new)
 
     # -- buckets --
     async def create_bucket(self, props: BucketProps) -> BucketProps:
         async with self._lock:
-            bmap = self.state.bmap
-            assert bmap is not None
-            if bmap.get(props.ref) is not None:
+            bucket_map = self.state.bucket_map
+            assert bucket_map is not None
+            if bucket_map.get(props.ref) is not None:
                 raise BucketAlreadyExists(f"bucket {props.ref} already exists")
-            await self._publish(bmap=bmap.with_bucket(props))
+            await self._publish(bucket_map=bucket_map.with_bucket(props))
             return props
 
     async def update_bucket(self, ref: BucketRef, changes: dict[str, Any]) -> BucketProps:
         """New properties for an existing bucket (validated; identity fields stay)."""
         async with self._lock:
-            bmap = self.state.bmap
-            assert bmap is not None
-            props = bmap.get(ref)
+            bucket_map = self.state.bucket_map
+            assert bucket_map is not None
+            props = bucket_map.get(ref)
             if props is None:
                 raise BucketNotFound(f"bucket {ref} does not exist")
             try:
                 props = BucketProps.model_validate({**props.model_dump(), **changes})
             except ValueError as exc:
                 raise describe_validation(exc, "invalid bucket properties") from None
-            await self._publish(bmap=bmap.with_bucket(props))
+            await self._publish(bucket_map=bucket_map.with_bucket(props))
             return props
 
     async def put_schedule(self, name: str, definition: dict[str, Any], *,
                            replace: bool = False) -> None:
         async with self._lock:
-            bmap = self.state.bmap
-            assert bmap is not None
-            if name in bmap.schedules and not replace:
+            bucket_map = self.state.bucket_map
+            assert bucket_map is not None
+            if name in bucket_map.schedules and not replace:
                 raise AlreadyExists(f"schedule {name!r} already exists")
-            await self._publish(bmap=bmap.with_schedule(name, definition))
+            await self._publish(bucket_map=bucket_map.with_schedule(name, definition))
 
     async def remove_schedule(self, name: str) -> None:
         async with self._lock:
-            bmap = self.state.bmap
-            assert bmap is not None
-            if name not in bmap.schedules:
+            bucket_map = self.state.bucket_map
+            assert bucket_map is not None
+            if name not in bucket_map.schedules:
                 raise ScheduleNotFound(f"no schedule {name!r}")
-            await self._publish(bmap=bmap.without_schedule(name))
+            await self._publish(bucket_map=bucket_map.without_schedule(name))
 
     async def attach_remote(self, alias: str, definition: dict[str, Any]) -> None:
         """Attach (or re-attach with new URLs) a remote cluster under ``alias``."""
         async with self._lock:
-            bmap = self.state.bmap
-            assert bmap is not None
-            await self._publish(bmap=bmap.with_remote(alias, definition))
+            bucket_map = self.state.bucket_map
+            assert bucket_map is not None
+            await self._publish(bucket_map=bucket_map.with_remote(alias, definition))
 
     async def detach_remote(self, alias: str) -> None:
         async with self._lock:
-            bmap = self.state.bmap
-            assert bmap is not None
-            if alias not in bmap.remotes:
+            bucket_map = self.state.bucket_map
+            assert bucket_map is not None
+            if alias not in bucket_map.remotes:
                 raise RemoteNotFound(f"no remote cluster {alias!r} is attached")
-            in_use = sorted(str(p.ref) for p in bmap.buckets.values() if p.namespace == alias)
+            in_use = sorted(str(p.ref) for p in bucket_map.buckets.values() if p.namespace == alias)
             if in_use:
                 raise Conflict(f"remote {alias!r} still has buckets in this cluster: "
                                f"{', '.join(in_use)} (remove them first)")
-            await self._publish(bmap=bmap.without_remote(alias))
+            await self._publish(bucket_map=bucket_map.without_remote(alias))
 
     async def destroy_bucket(self, ref: BucketRef) -> None:
         async with self._lock:
-            bmap = self.state.bmap
-            assert bmap is not None
-            if bmap.get(ref) is None:
+            bucket_map = self.state.bucket_map
+            assert bucket_map is not None
+            if bucket_map.get(ref) is None:
                 raise BucketNotFound(f"bucket {ref} does not exist")
-            await self._publish(bmap=bmap.without_bucket(ref))
+            await self._publish(bucket_map=bucket_map.without_bucket(ref))

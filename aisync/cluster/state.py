@@ -27,8 +27,8 @@ class ClusterState:
         """``catalog``: an ``aisync.catalog.Catalog``; ``run_blocking(fn, *args)`` runs it off-loop."""
         self._catalog = catalog
         self._run = run_blocking
-        self.cmap: ClusterMap | None = None
-        self.bmap: BucketMap | None = None
+        self.cluster_map: ClusterMap | None = None
+        self.bucket_map: BucketMap | None = None
         self._lock = asyncio.Lock()
         self._listeners: list[Listener] = []
         self.changed = asyncio.Event()
@@ -39,16 +39,16 @@ class ClusterState:
     async def load(self) -> None:
         doc = await self._run(self._catalog.latest_document, CLUSTER_MAP)
         if doc is not None:
-            self.cmap = ClusterMap.model_validate(doc[1])
+            self.cluster_map = ClusterMap.model_validate(doc[1])
         doc = await self._run(self._catalog.latest_document, BUCKET_MAP)
         if doc is not None:
-            self.bmap = BucketMap.model_validate(doc[1])
+            self.bucket_map = BucketMap.model_validate(doc[1])
 
-    async def apply(self, cmap: ClusterMap | None = None, bmap: BucketMap | None = None) -> bool:
+    async def apply(self, cluster_map: ClusterMap | None = None, bucket_map: BucketMap | None = None) -> bool:
         """Accept newer maps (raising on older ones); persist; run listeners. True if changed."""
         async with self._lock:
-            new_c = cmap if cmap is not None and check_newer(self.cmap, cmap) else None
-            new_b = bmap if bmap is not None and check_newer(self.bmap, bmap) else None
+            new_c = cluster_map if cluster_map is not None and check_newer(self.cluster_map, cluster_map) else None
+            new_b = bucket_map if bucket_map is not None and check_newer(self.bucket_map, bucket_map) else None
             if new_c is None and new_b is None:
                 return False
             if new_c is not None:
@@ -57,13 +57,13 @@ class ClusterState:
             if new_b is not None:
                 await self._run(self._catalog.save_document, BUCKET_MAP, new_b.version,
                                 new_b.model_dump(mode="json"))
-            old_b = self.bmap
+            old_b = self.bucket_map
             if new_c is not None:
-                self.cmap = new_c
+                self.cluster_map = new_c
                 log.info("cluster map v%d accepted", new_c.version,
                          extra={"map_version": new_c.version})
             if new_b is not None:
-                self.bmap = new_b
+                self.bucket_map = new_b
                 log.info("bucket map v%d accepted", new_b.version,
                          extra={"bucket_map_version": new_b.version})
             for listener in self._listeners:

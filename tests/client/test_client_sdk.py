@@ -141,10 +141,10 @@ async def test_health_ready_and_map(cluster, client):
     assert (health["status"], health["id"], health["role"], health["cluster"]) == (
         "ok", "proxy-0", "proxy", "test-zone")
     assert await client.ready() is True
-    cmap = await client.cluster_map()
-    assert cmap["name"] == "test-zone" and cmap["primary"] == "proxy-0"
-    assert set(cmap["nodes"]) == {n.id for n in cluster.nodes}
-    assert all(n["state"] == "active" for n in cmap["nodes"].values())
+    cluster_map = await client.cluster_map()
+    assert cluster_map["name"] == "test-zone" and cluster_map["primary"] == "proxy-0"
+    assert set(cluster_map["nodes"]) == {n.id for n in cluster.nodes}
+    assert all(n["state"] == "active" for n in cluster_map["nodes"].values())
     async with AsyncClient(cluster.targets[0].url, timeout=10) as c:
         assert (await c.health())["role"] == "target"
         assert await c.ready() is True

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from aisync.api.proxy import ProxyNode
 from aisync.client import Client
 from aisync.config import NodeConfig
+from aisync.proxy.node import ProxyNode
 from aisync.util.errors import AccessKeyNotFound, AlreadyExists, InvalidArgument, NodeUnavailable
 from tests.harness import TEST_TOKEN, LocalCluster, free_port, http_json, member_json
 

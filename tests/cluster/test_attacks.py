@@ -168,9 +168,9 @@ def test_the_admin_token_does_not_reach_host_paths_or_urls(cluster, client):
 
 def test_a_forged_bucket_map_changes_nothing_and_the_real_ones_still_apply(cluster, client):
     target = cluster.targets[0]
-    _, bmap = http_json(f"{target.url}/v1/cluster/bucket-map")
-    forged = {**bmap, "version": 1003,
-              "buckets": {k: v for k, v in bmap["buckets"].items() if BUCKET not in k}}
+    _, bucket_map = http_json(f"{target.url}/v1/cluster/bucket-map")
+    forged = {**bucket_map, "version": 1003,
+              "buckets": {k: v for k, v in bucket_map["buckets"].items() if BUCKET not in k}}
     body = json.dumps({"bucket_map": forged}).encode()
     before = state(cluster, client)
     for url in (target.url, cluster.proxies[1].url):

@@ -133,10 +133,10 @@ class World:
             return b"an attacker's bytes"
         key = (case.method, case.pattern)
         if key == ("PUT", "/v1/metasync"):  # a forged bucket map that drops the bucket
-            _, bmap = http_json(f"{self.node_url(case)}/v1/cluster/bucket-map")
-            bmap["version"] = 1003
-            bmap["buckets"] = {k: v for k, v in bmap["buckets"].items() if BUCKET not in k}
-            doc: object = {"bucket_map": bmap}
+            _, bucket_map = http_json(f"{self.node_url(case)}/v1/cluster/bucket-map")
+            bucket_map["version"] = 1003
+            bucket_map["buckets"] = {k: v for k, v in bucket_map["buckets"].items() if BUCKET not in k}
+            doc: object = {"bucket_map": bucket_map}
         elif key == ("POST", "/v1/cluster/join"):  # an active target's id, a rogue URL
             doc = {"id": self.cluster.targets[0].id, "role": "target",
                    "url": "http://127.0.0.1:9", "host": "rogue", "map_version": 0}

@@ -68,8 +68,8 @@ def test_keepalive_removes_a_dead_target_and_readmits_it(fresh):
         payloads = {f"obj-{i}": os.urandom(3000 + i) for i in range(40)}
         for name, data in payloads.items():
             client.put_object(bucket, name, data)
-        cmap = fresh.cluster_map()
-        before = cmap["version"]
+        cluster_map = fresh.cluster_map()
+        before = cluster_map["version"]
         fresh.kill(victim, signal.SIGKILL)
         wait_for(lambda: victim.id not in fresh.active_targets(), 10.0,
                  "keepalive to mark the killed target inactive (default budget: 10 s)")

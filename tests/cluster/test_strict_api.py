@@ -34,10 +34,10 @@ from aistore.sdk.retry_config import RetryConfig
 from tenacity import Retrying, stop_after_attempt
 from urllib3.util.retry import Retry
 
-from aisync.api.router import BODY_KINDS, Route, Router
 from aisync.auth import Access
 from aisync.auth.redirects import PARAM as REDIRECT_PARAM
 from aisync.client import Client
+from aisync.node.router import BODY_KINDS, Route, Router
 from tests.harness import LocalCluster, http_json, member_headers, wait_job
 from tests.routes import Answer, cluster_state, raw_request
 from tests.routes import declared_routes as routes_of_nodes
@@ -151,10 +151,10 @@ class World:
             return b"bytes that must not land"
         key = (case.method, case.pattern)
         if key == ("PUT", "/v1/metasync"):  # a newer bucket map without the bucket
-            _, bmap = http_json(f"{self.node_url(case)}/v1/cluster/bucket-map")
-            bmap["version"] += 1
-            bmap["buckets"] = {k: v for k, v in bmap["buckets"].items() if BUCKET not in k}
-            doc: object = {"bucket_map": bmap}
+            _, bucket_map = http_json(f"{self.node_url(case)}/v1/cluster/bucket-map")
+            bucket_map["version"] += 1
+            bucket_map["buckets"] = {k: v for k, v in bucket_map["buckets"].items() if BUCKET not in k}
+            doc: object = {"bucket_map": bucket_map}
         elif key == ("POST", "/v1/uploads/{bucket}/{name:.+}"):
             doc = {"parts": [{"part": 1, "etag": self.part_etag}]}
         else:

@@ -295,8 +295,8 @@ def test_schedules_are_cluster_metadata_and_validated(cluster, client, fs_bucket
                         {"name": name, "cron": "0 2 * * *",
                          "job": {"kind": "sync", "bucket": uri, "delete": True}})
     assert status == 201 and view["next_run"], view
-    status, bmap = call(cluster, "GET", "/v1/cluster/bucket-map")
-    assert name in bmap["schedules"]
+    status, bucket_map = call(cluster, "GET", "/v1/cluster/bucket-map")
+    assert name in bucket_map["schedules"]
     for target in cluster.targets:  # replicated to every node
         assert name in http_json(f"{target.url}/v1/cluster/bucket-map")[1]["schedules"]
     status, err = call(cluster, "POST", "/v1/schedules",

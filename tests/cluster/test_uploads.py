@@ -81,8 +81,8 @@ def member_get(url: str, target: str) -> tuple[int, dict]:
 
 
 def owner_url(cluster, bucket: str, name: str, provider: str = "ais") -> str:
-    cmap = ClusterMap.model_validate(cluster.cluster_map())
-    return cmap.owner(BucketRef(name=bucket, provider=provider), name).url
+    cluster_map = ClusterMap.model_validate(cluster.cluster_map())
+    return cluster_map.owner(BucketRef(name=bucket, provider=provider), name).url
 
 
 class Upload:

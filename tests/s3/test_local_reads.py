@@ -1,4 +1,4 @@
-"""Short-circuit local reads (aisync.api.localread): a proxy on the target's host opens objects
+"""Short-circuit local reads (aisync.node.localread): a proxy on the target's host opens objects
 through the target's unix socket and sends them itself.
 
 The S3 suite's cluster runs with local reads on (the default), so every S3 test reads this way;
@@ -17,9 +17,9 @@ import os
 import pytest
 from botocore.exceptions import ClientError
 
-from aisync.api.localread import RETRY_AFTER, LocalReads, host_identity
 from aisync.client import Client
 from aisync.cluster.maps import ClusterMap, NodeInfo
+from aisync.node.localread import RETRY_AFTER, LocalReads, host_identity
 from aisync.util.names import BucketRef
 from tests.harness import LocalCluster, http_json
 from tests.s3.conftest import ACCESS_KEY, SECRET_KEY, boto3_client
@@ -106,15 +106,15 @@ def test_http_only_cluster_never_short_circuits(pair, http_only_cluster):
     assert _answer(remote, "GET", "obj/big")[2] == payloads["big"]
     stats = proxy_stats(http_only_cluster.endpoint)
     assert stats["served"] == 0 and stats["errors"] == 0
-    cmap = ClusterMap.model_validate(http_json(f"{http_only_cluster.endpoint}/v1/cluster/map")[1])
-    assert all(n.local_socket is None for n in cmap.nodes.values())
+    cluster_map = ClusterMap.model_validate(http_json(f"{http_only_cluster.endpoint}/v1/cluster/map")[1])
+    assert all(n.local_socket is None for n in cluster_map.nodes.values())
 
 
 def _owner_and_other(cluster, key: str) -> tuple[NodeInfo, NodeInfo]:
-    cmap = ClusterMap.model_validate(http_json(f"{cluster.endpoint}/v1/cluster/map")[1])
+    cluster_map = ClusterMap.model_validate(http_json(f"{cluster.endpoint}/v1/cluster/map")[1])
     ref = BucketRef("shortcircuit", "ais")
-    owner = cmap.owner(ref, key)
-    other = next(t for t in cmap.active_targets if t.id != owner.id)
+    owner = cluster_map.owner(ref, key)
+    other = next(t for t in cluster_map.active_targets if t.id != owner.id)
     assert owner.host == host_identity() and owner.local_socket
     return owner, other
 

@@ -1,6 +1,6 @@
 """What the SigV4 tests share: a fixed clock for botocore's signers, requests as the server
 sees them (:class:`Wire`), signing helpers, and an aws-chunked encoder written independently of
-``aisync.api.s3.sigv4`` (also used by the S3 front-end tests)."""
+``aisync.s3.sigv4`` (also used by the S3 front-end tests)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from multidict import CIMultiDict
 
-from aisync.api.s3.sigv4 import STREAMING_SIGNED, AuthResult, S3AuthError, parse_request, verify
+from aisync.s3.sigv4 import STREAMING_SIGNED, AuthResult, S3AuthError, parse_request, verify
 
 AK, SK = "AKIAAISYNCTEST0001", "s3cr3t/with+slash=and~tilde"
 REGION = "us-east-1"

@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from aisync.api.common import parse_range
 from aisync.backends.fs import NAME_MAX, FsBackend
+from aisync.node.http import parse_range
 from aisync.util.errors import InvalidArgument, InvalidObjectName, InvalidRange
 from aisync.util.jsondoc import MAX_JSON_DEPTH, parse_json
 

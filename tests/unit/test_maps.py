@@ -62,8 +62,8 @@ async def test_state_persists_newest_and_rejects_older(tmp_path):
     state = ClusterState(catalog, run)
     seen = []
 
-    async def listener(cmap, bmap, old_bmap):
-        seen.append((cmap and cmap.version, bmap and bmap.version))
+    async def listener(cluster_map, bucket_map, old_bucket_map):
+        seen.append((cluster_map and cluster_map.version, bucket_map and bucket_map.version))
 
     state.add_listener(listener)
     m1 = base()
@@ -79,7 +79,7 @@ async def test_state_persists_newest_and_rejects_older(tmp_path):
     reopened = Catalog(url)
     state2 = ClusterState(reopened, run)
     await state2.load()
-    assert state2.cmap == m2 and state2.bmap == b1
+    assert state2.cluster_map == m2 and state2.bucket_map == b1
     reopened.close()
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from aisync.api.jobs import _merge_pages
+from aisync.proxy.jobs import _merge_pages
 
 
 async def paged(names: list[str], size: int):

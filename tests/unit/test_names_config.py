@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aisync.api.common import parse_range
 from aisync.config import load_node_config, parse_duration
+from aisync.node.http import parse_range
 from aisync.util.errors import (
     ConfigError,
     InvalidArgument,

@@ -15,17 +15,17 @@ NAMES = [f"train/shard-{i:06d}.tar" for i in range(100_000)]
 
 
 def cluster_with(n: int) -> ClusterMap:
-    cmap = ClusterMap.bootstrap("z", NodeInfo(id="p", role="proxy", url="http://p"))
+    cluster_map = ClusterMap.bootstrap("z", NodeInfo(id="p", role="proxy", url="http://p"))
     for i in range(n):
-        cmap = cmap.with_node(NodeInfo(id=f"t{i}", role="target", url=f"http://t{i}"))
-    return cmap
+        cluster_map = cluster_map.with_node(NodeInfo(id=f"t{i}", role="target", url=f"http://t{i}"))
+    return cluster_map
 
 
 @pytest.mark.parametrize("targets", [3, 4, 7, 10, 16])
 def test_spread_is_within_10_percent_of_uniform(targets):
-    cmap = cluster_with(targets)
+    cluster_map = cluster_with(targets)
     bucket = BucketRef("b")
-    counts = Counter(cmap.owner(bucket, name).id for name in NAMES)
+    counts = Counter(cluster_map.owner(bucket, name).id for name in NAMES)
     expected = len(NAMES) / targets
     assert len(counts) == targets
     for node, count in counts.items():
@@ -50,18 +50,18 @@ def test_adding_a_target_moves_about_one_nth_and_only_to_it(targets):
 
 def test_inactive_target_owns_nothing_and_others_keep_their_names():
     bucket = BucketRef("b")
-    cmap = cluster_with(4)
-    down = cmap.with_state("t2", "inactive")
+    cluster_map = cluster_with(4)
+    down = cluster_map.with_state("t2", "inactive")
     for name in NAMES[:20_000]:
-        old, new = cmap.owner(bucket, name).id, down.owner(bucket, name).id
+        old, new = cluster_map.owner(bucket, name).id, down.owner(bucket, name).id
         assert new != "t2"
         if old != "t2":
             assert new == old
 
 
 def test_buckets_place_the_same_name_independently():
-    cmap = cluster_with(8)
-    owners = {cmap.owner(BucketRef(f"bucket{i}"), "same-name").id for i in range(200)}
+    cluster_map = cluster_with(8)
+    owners = {cluster_map.owner(BucketRef(f"bucket{i}"), "same-name").id for i in range(200)}
     assert len(owners) == 8
 
 
@@ -83,6 +83,6 @@ def test_placement_is_frozen_across_releases():
 def test_no_targets_is_a_typed_error():
     from aisync.util.errors import NoTargets
 
-    cmap = ClusterMap.bootstrap("z", NodeInfo(id="p", role="proxy", url="http://p"))
+    cluster_map = ClusterMap.bootstrap("z", NodeInfo(id="p", role="proxy", url="http://p"))
     with pytest.raises(NoTargets):
-        cmap.owner(BucketRef("b"), "x")
+        cluster_map.owner(BucketRef("b"), "x")

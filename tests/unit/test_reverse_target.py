@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from aisync.api.proxy import _without_mode
+from aisync.proxy.node import _without_mode
 
 
 @pytest.mark.parametrize("sent, relayed", [

@@ -1,11 +1,11 @@
-"""Parsing S3 request bodies (``aisync.api.s3.xml.parse_xml``): defusedxml refuses every DTD,
+"""Parsing S3 request bodies (``aisync.s3.xml.parse_xml``): defusedxml refuses every DTD,
 whatever the encoding, so no entity is expanded or fetched; every refusal is MalformedXML."""
 
 from __future__ import annotations
 
 import pytest
 
-from aisync.api.s3.xml import S3Error, parse_xml
+from aisync.s3.xml import S3Error, parse_xml
 
 DELETE = "<Delete><Object><Key>{key}</Key></Object></Delete>"
 NAMESPACED = ('<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Quiet>true</Quiet>'

@@ -1,4 +1,4 @@
-"""SigV4 verification (aisync.api.s3.sigv4) against botocore's own signers, the AWS
+"""SigV4 verification (aisync.s3.sigv4) against botocore's own signers, the AWS
 documentation's published examples, and an aws-chunked encoder written here independently.
 
 The clock is fixed: botocore signs at T0 (its clock function is pinned) and every ``verify`` gets
@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 from multidict import CIMultiDict
 
-from aisync.api.s3.sigv4 import (
+from aisync.s3.sigv4 import (
     STREAMING_SIGNED,
     UNSIGNED_PAYLOAD,
     ChunkedDecoder,

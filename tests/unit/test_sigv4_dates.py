@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from multidict import CIMultiDict
 
-from aisync.api.s3.sigv4 import (
+from aisync.s3.sigv4 import (
     MAX_PRESIGN_EXPIRES,
     S3AuthError,
     amz_time,

@@ -1,6 +1,7 @@
 """Run one node process: ``aisync node --role proxy|target --config FILE``.
 
-Picks the event loop (targets: asyncio's, whose ``sendfile`` is native zero-copy; proxies: uvloop
+The caller (the CLI) chooses the role's node class; this module only knows the
+:class:`ServedNode` port every role implements. It picks the event loop (targets: asyncio's, whose ``sendfile`` is native zero-copy; proxies: uvloop
 when installed), sets up structured logging, starts the role's runtime, serves HTTP until SIGTERM
 or SIGINT, then shuts down in order: stop accepting, finish in-flight requests (bounded), stop
 workers, close the catalog and the object index cleanly.
@@ -12,27 +13,40 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
-from aisync.api.common import node_server
 from aisync.config import NodeConfig
+from aisync.node.http import node_server
 from aisync.util.log import setup_logging
 
 log = logging.getLogger("aisync.node")
 
 
-def build_node(config: NodeConfig):
-    if config.role == "proxy":
-        from aisync.api.proxy import ProxyNode
+class ServedNode(Protocol):
+    """What :func:`serve` needs of a node: its router, its id and its lifecycle."""
 
-        return ProxyNode(config)
-    from aisync.api.target import TargetNode
+    node_id: str
+    router: Callable
 
-    return TargetNode(config)
+    async def start(self) -> None:
+        """Open state (catalog, maps, object store) and start workers; before listening."""
+
+    async def after_listen(self, runner: web.ServerRunner) -> None:
+        """Work that needs the socket open (a target's join, read workers)."""
+
+    async def stop(self) -> None:
+        """Stop workers and close state; after the server stopped accepting."""
 
 
-async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
+#: Builds the role's node from its configuration (``ProxyNode``, ``TargetNode``).
+NodeFactory = Callable[[NodeConfig], ServedNode]
+
+
+async def serve(config: NodeConfig, build: NodeFactory,
+                stop: asyncio.Event | None = None) -> None:
     sock = None
     if config.port == 0:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -41,7 +55,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((config.host, 0))
         config = config.model_copy(update={"port": sock.getsockname()[1]})
-    node = build_node(config)
+    node = build(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -75,7 +89,7 @@ async def serve(config: NodeConfig, stop: asyncio.Event | None = None) -> None:
         await node.stop()
 
 
-def run_node(config: NodeConfig) -> None:
+def run_node(config: NodeConfig, build: NodeFactory) -> None:
     setup_logging(config.logging.level, config.logging.format,
                   node=config.node_id or "", role=config.role)
     loop_kind = config.event_loop
@@ -85,8 +99,8 @@ def run_node(config: NodeConfig) -> None:
         try:
             import uvloop
 
-            uvloop.run(serve(config))
+            uvloop.run(serve(config, build))
             return
         except ImportError:
             log.info("uvloop not installed; using asyncio's event loop")
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, build))

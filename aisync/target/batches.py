@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from aisync.api.accepts import check_fields
-from aisync.api.common import MATCH, json_object
 from aisync.backends.ais import AisBackend
 from aisync.cluster.maps import BucketProps
+from aisync.node.accepts import check_fields
+from aisync.node.http import MATCH, json_object
 from aisync.sync.executor import BatchContext, JobExecutor
 from aisync.sync.jobs import parse_spec
 from aisync.util.errors import BucketNotFound, InvalidArgument, NodeUnavailable
 from aisync.util.names import parse_uri
 
 if TYPE_CHECKING:
-    from aisync.api.target import TargetNode
+    from aisync.target.node import TargetNode
 
 #: What ``POST /v1/jobs/{job}/batch`` carries: the job's spec, how many targets share its
 #: limits, and this target's actions.
@@ -50,16 +50,16 @@ class TargetJobs:
             ref, _ = parse_uri(uri)
         except ValueError as exc:
             raise InvalidArgument(f"bad bucket {uri!r}: {exc}") from None
-        bmap = self.node.state.bmap
-        props = bmap.get(ref) if bmap is not None else None
+        bucket_map = self.node.state.bucket_map
+        props = bucket_map.get(ref) if bucket_map is not None else None
         if props is None:
             raise BucketNotFound(f"bucket {uri} does not exist")
         return props
 
     async def _this_cluster(self) -> AisBackend:
         """This cluster's own API as a backend (to read ``ais://`` objects of a copy's source)."""
-        cmap = self.node.state.cmap
-        urls = tuple(p.url for p in cmap.proxies) if cmap is not None else ()
+        cluster_map = self.node.state.cluster_map
+        urls = tuple(p.url for p in cluster_map.proxies) if cluster_map is not None else ()
         if not urls:
             raise NodeUnavailable("no proxy in the cluster map")
         if self._cluster is None or urls != self._cluster_urls:

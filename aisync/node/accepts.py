@@ -2,7 +2,7 @@
 another, and the shapes of JSON bodies (a field check, the join request).
 
 Every route declares the query parameters it reads (``Router.add(..., query=...)``); the router
-refuses any other (see :mod:`aisync.api.router`). The sets here are the ones several routes share:
+refuses any other (see :mod:`aisync.node.router`). The sets here are the ones several routes share:
 a proxy's object route hands its query on to the owning target (a redirect's Location, a reverse
 relay, a read worker's relay to its main process), so what one accepts, the other must too.
 """
@@ -15,7 +15,7 @@ from aisync.cluster.maps import NodeRole
 from aisync.util.errors import InvalidArgument, describe_validation
 
 NONE: frozenset[str] = frozenset()
-#: Which bucket a request names (see :func:`aisync.api.common.bucket_ref`).
+#: Which bucket a request names (see :func:`aisync.node.http.bucket_ref`).
 BUCKET = frozenset({"provider", "namespace"})
 #: ``mode`` (redirect or reverse) is the proxy's; it travels on to the target, which ignores it.
 OBJECT_WRITE = BUCKET | {"mode"}

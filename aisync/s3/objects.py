@@ -20,12 +20,12 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from aisync.api.common import STORED_HEADERS
-from aisync.api.files import FdResponse
-from aisync.api.localread import LocalAnswer
-from aisync.api.s3 import splice
-from aisync.api.s3.body import VerifiedBody, content_md5_hex
-from aisync.api.s3.xml import (
+from aisync.node.files import FdResponse
+from aisync.node.http import STORED_HEADERS
+from aisync.node.localread import LocalAnswer
+from aisync.s3 import splice
+from aisync.s3.body import VerifiedBody, content_md5_hex
+from aisync.s3.xml import (
     OWNER,
     S3Error,
     common_headers,
@@ -39,7 +39,7 @@ from aisync.util.errors import AisyncError, NodeUnavailable
 from aisync.util.names import validate_object_name
 
 if TYPE_CHECKING:
-    from aisync.api.s3.frontend import S3Frontend, S3Request
+    from aisync.s3.frontend import S3Frontend, S3Request
 
 CHUNK = 1 << 20
 #: Timeouts of a relayed object: no total limit (objects are large), but a stalled peer fails.

@@ -22,7 +22,7 @@ namespace, a restarted target) turns the short-circuit off for that target for
 :data:`RETRY_AFTER` seconds.
 
 This module is the wire format and the proxy's half; the target's half is
-:mod:`aisync.api.localread_target`. It imports nothing from storage.
+:mod:`aisync.target.localread`. It imports nothing from storage.
 
 Wire format. Request: one JSON object ``{"bucket", "provider", "namespace", "name", "head",
 "range"}``. Answer: one JSON object, then, if its ``inline`` is true, ``\\n`` and the body;

@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
-from aisync.api.s3.sigv4_claim import (
+from aisync.s3.sigv4_claim import (
     ALGORITHM,
     HEX64,
     MAX_PRESIGN_EXPIRES,

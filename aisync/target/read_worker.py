@@ -11,7 +11,7 @@ verifies again and quarantines). So there is still exactly one writer per target
 
 A worker exits when its parent does (it watches a pipe the parent holds open).
 
-    python -m aisync.api.reader NODE_CONFIG_JSON PIPE_FD
+    python -m aisync.target.read_worker NODE_CONFIG_JSON PIPE_FD
 """
 
 from __future__ import annotations
@@ -25,8 +25,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from aisync.api import accepts
-from aisync.api.common import (
+from aisync.auth import Access, Gate
+from aisync.cluster.maps import BucketMap, ClusterMap
+from aisync.config import NodeConfig
+from aisync.node import accepts
+from aisync.node.files import file_response, small_response
+from aisync.node.http import (
     bool_query,
     bucket_ref,
     json_answer,
@@ -34,12 +38,8 @@ from aisync.api.common import (
     node_server,
     object_name,
 )
-from aisync.api.files import file_response, small_response
-from aisync.api.relay import relay
-from aisync.api.router import Router
-from aisync.auth import Access, Gate
-from aisync.cluster.maps import BucketMap, ClusterMap
-from aisync.config import NodeConfig
+from aisync.node.relay import relay
+from aisync.node.router import Router
 from aisync.storage.reader import ObjectReader
 from aisync.util.errors import ObjectNotFound
 from aisync.util.log import setup_logging
@@ -66,7 +66,7 @@ class ReadWorker:
         self.gate = Gate(config.auth, str(config.node_id), lambda origin: origin == MAIN)
         self.router = Router(fallback=self.forward, gate=self.gate)
         obj = Access.OBJECT
-        # Exactly what the main process's object routes accept (aisync.api.accepts).
+        # Exactly what the main process's object routes accept (aisync.node.accepts).
         self.router.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj,
                         query=accepts.OBJECT_READ)
         self.router.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj,
@@ -74,8 +74,8 @@ class ReadWorker:
         self.router.add("PUT", "/v1/objects/{bucket}/{name:.+}", self.forward,
                         expect=self.expect_put, access=obj,
                         query=accepts.OBJECT_WRITE, body="stream")
-        self.cmap: ClusterMap | None = None
-        self.bmap: BucketMap | None = None
+        self.cluster_map: ClusterMap | None = None
+        self.bucket_map: BucketMap | None = None
 
     async def refresh_maps(self) -> None:
         """Read the main process's maps (to redirect misdirected PUTs before their body)."""
@@ -88,9 +88,9 @@ class ReadWorker:
                     if resp.status == 200:
                         doc = kind.model_validate(await json_answer(resp, "the target's main process"))
                         if kind is ClusterMap:
-                            self.cmap = doc
+                            self.cluster_map = doc
                         else:
-                            self.bmap = doc
+                            self.bucket_map = doc
         except (aiohttp.ClientError, ValueError, OSError) as exc:
             log.debug("cannot read the maps from the main process: %s", exc)
 
@@ -102,9 +102,9 @@ class ReadWorker:
     async def expect_put(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """Decide before the body comes: a bucket this worker has not seen yet (created since
         its last refresh) makes it ask the main process for the current maps first."""
-        if self.bmap is None or self.bmap.get(bucket_ref(request)) is None:
+        if self.bucket_map is None or self.bucket_map.get(bucket_ref(request)) is None:
             await self.refresh_maps()
-        return misdirected_put(request, self.cmap, self.bmap, str(self.config.node_id))
+        return misdirected_put(request, self.cluster_map, self.bucket_map, str(self.config.node_id))
 
     async def forward(self, request: web.BaseRequest) -> web.StreamResponse:
         assert self.session is not None
@@ -114,7 +114,7 @@ class ReadWorker:
     async def handle_get(self, request: web.BaseRequest) -> web.StreamResponse:
         ref = bucket_ref(request)
         name = object_name(request)
-        props = self.bmap.get(ref) if self.bmap is not None else None
+        props = self.bucket_map.get(ref) if self.bucket_map is not None else None
         if props is None or (props.backed and (props.consistency != "none"
                                                or bool_query(request, "latest"))):
             return await self.forward(request)  # on-access checks run in the main process

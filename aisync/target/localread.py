@@ -1,4 +1,4 @@
-"""The target's half of short-circuit local reads (see :mod:`aisync.api.localread`).
+"""The target's half of short-circuit local reads (see :mod:`aisync.node.localread`).
 
 A unix ``SOCK_SEQPACKET`` socket in the target's data directory (mode 0600: only the user the
 nodes run as may open objects through it). Each answer is decided the way the target's own
@@ -17,8 +17,8 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aisync.api.common import content_range, object_headers, parse_json, parse_range
-from aisync.api.localread import (
+from aisync.node.http import content_range, object_headers, parse_json, parse_range
+from aisync.node.localread import (
     INLINE_MAX,
     LocalReadStats,
     send_message,
@@ -30,7 +30,7 @@ from aisync.util.errors import AisyncError, ObjectNotFound
 from aisync.util.names import BucketRef
 
 if TYPE_CHECKING:
-    from aisync.api.target import TargetNode
+    from aisync.target.node import TargetNode
 
 log = logging.getLogger("aisync.localread")
 
@@ -134,12 +134,12 @@ class LocalReadServer:
                     byte_range: str | None) -> tuple[bytes, int | None]:
         target = self.target
         state = target.state
-        props = state.bmap.get(ref) if state.bmap is not None else None
-        if props is None or state.cmap is None:
+        props = state.bucket_map.get(ref) if state.bucket_map is not None else None
+        if props is None or state.cluster_map is None:
             raise ObjectNotFound("unknown bucket")
         if props.backed and OnAccess.wanted(props.consistency, False):
             raise ObjectNotFound("a check against the source comes first")
-        if not state.cmap.active_targets or state.cmap.owner(ref, name).id != target.node_id:
+        if not state.cluster_map.active_targets or state.cluster_map.owner(ref, name).id != target.node_id:
             raise ObjectNotFound("not the owner")
         store = target.store
         uname = ref.uname

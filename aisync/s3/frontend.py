@@ -7,7 +7,7 @@ comes here. The front end
    (``Host: bucket.<s3.domain>``) when a domain is configured;
 2. authenticates: SigV4 in the Authorization header or a presigned query, signed for
    ``s3.region`` and verified against the access keys of the primary's catalog
-   (:mod:`aisync.api.keys`); unsigned requests only when ``s3.anonymous`` is on, and then only
+   (:mod:`aisync.proxy.keys`); unsigned requests only when ``s3.anonymous`` is on, and then only
    reads of buckets with ``anonymous_read``;
 3. dispatches on method and sub-resource to :mod:`.objects`, :mod:`.buckets` or
    :mod:`.multipart`, which serve S3 clients **without redirects**: object bytes are streamed
@@ -29,16 +29,16 @@ from urllib.parse import quote, unquote
 import aiohttp
 from aiohttp import web
 
-from aisync.api.localread import LocalReads
-from aisync.api.s3 import sigv4
-from aisync.api.s3.xml import ERRORS, S3Error, error_response, s3_code
 from aisync.cluster.maps import BucketProps, NodeInfo
+from aisync.node.localread import LocalReads
+from aisync.s3 import sigv4
+from aisync.s3.xml import ERRORS, S3Error, error_response, s3_code
 from aisync.util.errors import AisyncError, InvalidArgument, NodeUnavailable, error_from_dict
 from aisync.util.jsondoc import parse_json
 from aisync.util.names import BucketRef, validate_object_name
 
 if TYPE_CHECKING:
-    from aisync.api.proxy import ProxyNode
+    from aisync.proxy.node import ProxyNode
 
 log = logging.getLogger("aisync.s3")
 
@@ -68,9 +68,9 @@ ADMITTED: web.RequestKey[S3Request] = web.RequestKey("s3", S3Request)
 
 class S3Frontend:
     def __init__(self, node: ProxyNode) -> None:
-        from aisync.api.s3.buckets import BucketOps
-        from aisync.api.s3.multipart import MultipartOps
-        from aisync.api.s3.objects import ObjectOps
+        from aisync.s3.buckets import BucketOps
+        from aisync.s3.multipart import MultipartOps
+        from aisync.s3.objects import ObjectOps
 
         self.node = node
         self.config = node.config.s3
@@ -245,23 +245,23 @@ class S3Frontend:
     # -- what the operations share --
     def resolve(self, name: str) -> tuple[BucketRef, BucketProps]:
         """The aisync bucket an S3 bucket name means; NoSuchBucket if none."""
-        bmap = self.node.state.bmap
-        if bmap is not None and name:
+        bucket_map = self.node.state.bucket_map
+        if bucket_map is not None and name:
             for provider in PROVIDER_ORDER:
                 try:
                     ref = BucketRef(name, provider)
                 except ValueError:
                     break
-                props = bmap.get(ref)
+                props = bucket_map.get(ref)
                 if props is not None:
                     return ref, props
         raise S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=name)
 
     def owner(self, ref: BucketRef, key: str) -> NodeInfo:
-        cmap = self.node.state.cmap
-        if cmap is None or not cmap.active_targets:
+        cluster_map = self.node.state.cluster_map
+        if cluster_map is None or not cluster_map.active_targets:
             raise NodeUnavailable("no active targets")
-        return cmap.owner(ref, key)
+        return cluster_map.owner(ref, key)
 
     def object_url(self, node: NodeInfo, ref: BucketRef, key: str, kind: str = "objects") -> str:
         validate_object_name(key)

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from aisync.api.s3 import sigv4
-from aisync.api.s3.xml import S3Error
+from aisync.s3 import sigv4
+from aisync.s3.xml import S3Error
 
 CHECKSUM_HEADERS = ("crc32", "crc32c", "sha1", "sha256", "crc64nvme")
 

@@ -26,7 +26,7 @@ system, so they skip ``web.Application`` (its router, middleware chain and signa
   the handler, which then validates its fields. A ``stream`` body is the handler's. The
   signed-redirect parameter (``ais_auth``) is accepted on every ``Access.OBJECT`` route. The
   fallback (the S3 front end) checks its own requests;
-* this is the one place exceptions become responses (see ``aisync.api.common.error_response``).
+* this is the one place exceptions become responses (see ``aisync.node.http.error_response``).
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from aisync.api.common import MATCH, error_response, json_document
 from aisync.auth import Access, Gate
 from aisync.auth.gate import IDENTITY
 from aisync.auth.redirects import PARAM as REDIRECT_PARAM
 from aisync.auth.redirects import only_redirect_param
+from aisync.node.http import MATCH, error_response, json_document
 from aisync.util.errors import AisyncError, InvalidArgument, MethodNotAllowed, NotFound
 
-log = logging.getLogger("aisync.api")
+log = logging.getLogger("aisync.node")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 ExpectHook = Callable[[web.BaseRequest], Awaitable[web.StreamResponse | None]]

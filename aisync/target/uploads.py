@@ -40,8 +40,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from aisync.api import accepts
-from aisync.api.common import (
+from aisync.cluster.maps import BucketProps
+from aisync.cluster.workers import WorkerStatus
+from aisync.node import accepts
+from aisync.node.http import (
     bucket_ref,
     int_query,
     json_object,
@@ -49,14 +51,12 @@ from aisync.api.common import (
     owner_location,
     put_attrs,
 )
-from aisync.cluster.maps import BucketProps
-from aisync.cluster.workers import WorkerStatus
 from aisync.storage.uploads import MAX_AGE, MAX_PARTS, Uploads, WriteThrough
 from aisync.util.errors import Conflict, InvalidArgument, UploadNotFound
 from aisync.util.names import BucketRef, validate_prefix
 
 if TYPE_CHECKING:
-    from aisync.api.target import TargetNode
+    from aisync.target.node import TargetNode
 
 log = logging.getLogger("aisync.target")
 
@@ -118,7 +118,7 @@ class TargetUploads:
 
     # -- helpers --
     def _owner_location(self, request: web.BaseRequest, ref: BucketRef, name: str) -> str | None:
-        return owner_location(request, self.node.state.cmap, ref, name, self.node.node_id)
+        return owner_location(request, self.node.state.cluster_map, ref, name, self.node.node_id)
 
     def _target(self, request: web.BaseRequest) -> tuple[BucketRef, BucketProps, str, str]:
         ref, props = self.node.known_bucket(request)
@@ -169,9 +169,9 @@ class TargetUploads:
     async def expect_part(self, request: web.BaseRequest) -> web.StreamResponse | None:
         """``Expect: 100-continue``: a 307 before the body when the upload is not here and
         another target owns the object; otherwise the body may flow."""
-        bmap = self.node.state.bmap
+        bucket_map = self.node.state.bucket_map
         ref = bucket_ref(request)
-        if bmap is None or bmap.get(ref) is None:
+        if bucket_map is None or bucket_map.get(ref) is None:
             return None  # the handler answers BucketNotFound
         name = object_name(request)
         if await self.uploads.find(ref.uname, name, request.query.get("upload_id", "")):

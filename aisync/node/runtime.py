@@ -19,17 +19,17 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from aisync.api.accepts import check_fields
-from aisync.api.common import bucket_ref, json_answer, json_object
-from aisync.api.localread import host_identity
-from aisync.api.router import Router
 from aisync.auth import Access, Gate
 from aisync.catalog import Catalog
 from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap, NodeInfo
-from aisync.cluster.sources import SourcePool
 from aisync.cluster.state import ClusterState
 from aisync.cluster.workers import WorkerStatus
 from aisync.config import NodeConfig, RemoteProfile
+from aisync.node.accepts import check_fields
+from aisync.node.http import bucket_ref, json_answer, json_object
+from aisync.node.localread import host_identity
+from aisync.node.router import Router
+from aisync.node.sources import SourcePool
 from aisync.util.errors import (
     AccessDenied,
     BucketNotFound,
@@ -146,7 +146,7 @@ class NodeRuntime:
         while True:
             body = {"id": self.node_id, "role": self.role, "url": self.me.url,
                     "host": self.me.host, "local_socket": self.me.local_socket,
-                    "map_version": self.state.cmap.version if self.state.cmap else 0}
+                    "map_version": self.state.cluster_map.version if self.state.cluster_map else 0}
             try:
                 assert self.session is not None
                 async with self.session.post(f"{primary}/v1/cluster/join", json=body) as resp:
@@ -172,11 +172,11 @@ class NodeRuntime:
     def is_member_origin(self, origin: str) -> bool:
         """Whether ``scheme://host:port`` is a node of this cluster (or the configured primary
         being joined): the node's session signs requests to those origins, and only to those."""
-        cmap = self.state.cmap
-        version = cmap.version if cmap is not None else 0
+        cluster_map = self.state.cluster_map
+        version = cluster_map.version if cluster_map is not None else 0
         cached_version, origins = self._member_origins
         if cached_version != version:
-            urls = [n.url for n in cmap.nodes.values()] if cmap is not None else []
+            urls = [n.url for n in cluster_map.nodes.values()] if cluster_map is not None else []
             if self.config.cluster.primary_url:
                 urls.append(self.config.cluster.primary_url)
             origins = frozenset(u.rstrip("/") for u in urls)
@@ -184,7 +184,7 @@ class NodeRuntime:
         return origin in origins
 
     def is_ready(self) -> bool:  # overridden
-        return self.state.cmap is not None
+        return self.state.cluster_map is not None
 
     # -- common routes --
     async def handle_health(self, request: web.BaseRequest) -> web.Response:
@@ -202,17 +202,17 @@ class NodeRuntime:
         return web.json_response(doc.model_dump(mode="json"))
 
     async def handle_cluster_map(self, request: web.BaseRequest) -> web.Response:
-        return self._document(self.state.cmap, "cluster map")
+        return self._document(self.state.cluster_map, "cluster map")
 
     async def handle_bucket_map(self, request: web.BaseRequest) -> web.Response:
-        return self._document(self.state.bmap, "bucket map")
+        return self._document(self.state.bucket_map, "bucket map")
 
     def remote_urls(self, alias: str) -> list[str]:
         """The proxy URLs of the remote cluster attached as ``alias`` that this node's own
         ``remotes.<alias>`` profile also lists: a forged or stale bucket map cannot point this
         node at a URL its operator did not configure."""
-        bmap = self.state.bmap
-        remote = bmap.remotes.get(alias) if bmap is not None else None
+        bucket_map = self.state.bucket_map
+        remote = bucket_map.remotes.get(alias) if bucket_map is not None else None
         if remote is None:
             raise RemoteNotFound(f"no remote cluster {alias!r} is attached "
                                  f"(aisync remote attach {alias})")
@@ -239,7 +239,7 @@ class NodeRuntime:
     def known_bucket(self, request: web.BaseRequest) -> tuple[BucketRef, BucketProps]:
         """The request's bucket and its properties; ``BucketNotFound`` if the map lacks it."""
         ref = bucket_ref(request)
-        props = self.state.bmap.get(ref) if self.state.bmap else None
+        props = self.state.bucket_map.get(ref) if self.state.bucket_map else None
         if props is None:
             raise BucketNotFound(f"bucket {ref} does not exist")
         return ref, props
@@ -250,23 +250,23 @@ class NodeRuntime:
         if not body:
             raise InvalidArgument("metasync: give cluster_map, bucket_map or both")
         try:
-            cmap = ClusterMap.model_validate(body["cluster_map"]) if "cluster_map" in body \
+            cluster_map = ClusterMap.model_validate(body["cluster_map"]) if "cluster_map" in body \
                 else None
-            bmap = BucketMap.model_validate(body["bucket_map"]) if "bucket_map" in body else None
+            bucket_map = BucketMap.model_validate(body["bucket_map"]) if "bucket_map" in body else None
         except ValueError as exc:
             raise InvalidArgument(f"invalid map document: {exc}") from None
-        changed = await self.state.apply(cmap, bmap)
+        changed = await self.state.apply(cluster_map, bucket_map)
         return web.json_response({"accepted": changed, "id": self.node_id})
 
     async def node_status(self) -> dict:
-        cmap, bmap = self.state.cmap, self.state.bmap
+        cluster_map, bucket_map = self.state.cluster_map, self.state.bucket_map
         return {
             "id": self.node_id, "role": self.role, "url": self.me.url,
-            "state": cmap.nodes[self.node_id].state if cmap and self.node_id in cmap.nodes
+            "state": cluster_map.nodes[self.node_id].state if cluster_map and self.node_id in cluster_map.nodes
             else "unknown",
-            "primary": bool(cmap and cmap.primary == self.node_id),
-            "map_version": cmap.version if cmap else 0,
-            "bucket_map_version": bmap.version if bmap else 0,
+            "primary": bool(cluster_map and cluster_map.primary == self.node_id),
+            "map_version": cluster_map.version if cluster_map else 0,
+            "bucket_map_version": bucket_map.version if bucket_map else 0,
             "uptime_s": round(time.time() - self.started, 1), "pid": os.getpid(),
             "workers": [w.as_dict() for w in self.workers.values()],
         }

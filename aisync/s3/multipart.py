@@ -3,7 +3,7 @@ ListMultipartUploads.
 
 Every call of one upload goes to the target that owns the final key (HRW), which keeps the
 parts next to where the object will live and assembles them locally at Complete
-(:mod:`aisync.api.uploads`); the ETag is S3's (MD5 of the parts' MD5s, ``-N``). Part bodies
+(:mod:`aisync.target.uploads`); the ETag is S3's (MD5 of the parts' MD5s, ``-N``). Part bodies
 are verified like PutObject's (:mod:`.body`). UploadPartCopy streams a range of the source
 object from its owner into the part. ListMultipartUploads merges every target's uploads.
 """
@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import json_answer
-from aisync.api.s3.body import VerifiedBody, content_md5_hex
-from aisync.api.s3.objects import (
+from aisync.node.http import json_answer
+from aisync.s3.body import VerifiedBody, content_md5_hex
+from aisync.s3.objects import (
     CHUNK,
     STREAM_TIMEOUT,
     attrs_of,
     copy_source,
     preconditions,
 )
-from aisync.api.s3.xml import (
+from aisync.s3.xml import (
     OWNER,
     S3Error,
     common_headers,
@@ -41,7 +41,7 @@ from aisync.api.s3.xml import (
 from aisync.util.errors import NodeUnavailable
 
 if TYPE_CHECKING:
-    from aisync.api.s3.frontend import S3Frontend, S3Request
+    from aisync.s3.frontend import S3Frontend, S3Request
 
 MAX_PART_NUMBER = 10_000
 #: x-amz-copy-source-range: ASCII digits, at most 20 (no object is 10**20 bytes long), so
@@ -214,8 +214,8 @@ class MultipartOps:
         fe = self.fe
         ref, _ = fe.resolve(s3.bucket)
         prefix = s3.query.get("prefix", "")
-        cmap = fe.node.state.cmap
-        if cmap is None or not cmap.active_targets:
+        cluster_map = fe.node.state.cluster_map
+        if cluster_map is None or not cluster_map.active_targets:
             raise NodeUnavailable("no active targets")
 
         async def one(target) -> list[dict]:
@@ -229,7 +229,7 @@ class MultipartOps:
                 raise NodeUnavailable(f"target {target.id} did not list uploads: {exc}") \
                     from exc
 
-        lists = await asyncio.gather(*(one(t) for t in cmap.active_targets))
+        lists = await asyncio.gather(*(one(t) for t in cluster_map.active_targets))
         merged = list(heapq.merge(*lists, key=lambda u: (u["name"].encode("utf-8",
                                                                              "surrogatepass"),
                                                          u["initiated"])))

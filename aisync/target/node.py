@@ -21,8 +21,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from aisync.api import accepts
-from aisync.api.common import (
+from aisync.auth import Access
+from aisync.backends.base import Backend, VersionToken
+from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
+from aisync.cluster.workers import WorkerStatus
+from aisync.config import dump_with_secrets
+from aisync.node import accepts
+from aisync.node.files import file_response, range_of, send_file_range, small_response
+from aisync.node.http import (
     bool_query,
     int_query,
     misdirected_put,
@@ -33,22 +39,16 @@ from aisync.api.common import (
     put_attrs,
     source_headers,
 )
-from aisync.api.files import file_response, range_of, send_file_range, small_response
-from aisync.api.jobwork import TargetJobs
-from aisync.api.localread_target import LocalReadServer
-from aisync.api.reader import control_socket
-from aisync.api.runtime import NodeRuntime
-from aisync.api.uploads import TargetUploads
-from aisync.auth import Access
-from aisync.backends.base import Backend, VersionToken
-from aisync.cluster.maps import BucketMap, BucketProps, ClusterMap
-from aisync.cluster.workers import WorkerStatus
-from aisync.config import dump_with_secrets
+from aisync.node.runtime import NodeRuntime
 from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import ObjectStore
 from aisync.sync.onaccess import Decision, OnAccess
 from aisync.sync.peers import Peer, PeerFirst, PeerStats
 from aisync.sync.readthrough import ColdFetch, ReadThrough
+from aisync.target.batches import TargetJobs
+from aisync.target.localread import LocalReadServer
+from aisync.target.read_worker import control_socket
+from aisync.target.uploads import TargetUploads
 from aisync.util.errors import (
     AccessDenied,
     ChecksumMismatch,
@@ -133,7 +133,7 @@ class TargetNode(NodeRuntime):
         self.local_reads: LocalReadServer | None = None  # short-circuit reads for local proxies
         r = self.router
         obj = Access.OBJECT  # members, and clients a proxy redirected here
-        # The query a proxy's object route accepted comes here as is (aisync.api.accepts).
+        # The query a proxy's object route accepted comes here as is (aisync.node.accepts).
         r.add("GET", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj,
               query=accepts.OBJECT_READ)
         r.add("HEAD", "/v1/objects/{bucket}/{name:.+}", self.handle_get, access=obj,
@@ -164,7 +164,7 @@ class TargetNode(NodeRuntime):
             log.info("object index rebuilt from files: %d objects", self.store.rebuilt_objects)
         self.spawn(self._join_loop(), "join")
 
-    # -- read workers (see aisync.api.reader) --
+    # -- read workers (see aisync.target.read_worker) --
     async def after_listen(self, runner: web.BaseRunner) -> None:
         count = self.config.http.read_workers
         if not count:
@@ -189,7 +189,7 @@ class TargetNode(NodeRuntime):
         delay = 0.5
         while True:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "aisync.api.reader", str(config_path), str(read_end),
+                sys.executable, "-m", "aisync.target.read_worker", str(config_path), str(read_end),
                 pass_fds=(read_end,), stdin=asyncio.subprocess.DEVNULL)
             status.details.setdefault("pids", {})[str(slot)] = proc.pid
             try:
@@ -209,27 +209,27 @@ class TargetNode(NodeRuntime):
             delay = min(delay * 2, 10.0)
 
     def is_ready(self) -> bool:
-        cmap = self.state.cmap
-        return (self.joined.is_set() and cmap is not None
-                and self.node_id in cmap.nodes and cmap.nodes[self.node_id].state == "active")
+        cluster_map = self.state.cluster_map
+        return (self.joined.is_set() and cluster_map is not None
+                and self.node_id in cluster_map.nodes and cluster_map.nodes[self.node_id].state == "active")
 
-    async def _on_maps(self, cmap: ClusterMap | None, bmap: BucketMap | None,
-                       old_bmap: BucketMap | None) -> None:
-        if bmap is not None:  # build new cached buckets' backends before their first cold GET
-            for uname, props in bmap.buckets.items():
-                if props.backed and (old_bmap is None or uname not in old_bmap.buckets):
+    async def _on_maps(self, cluster_map: ClusterMap | None, bucket_map: BucketMap | None,
+                       old_bucket_map: BucketMap | None) -> None:
+        if bucket_map is not None:  # build new cached buckets' backends before their first cold GET
+            for uname, props in bucket_map.buckets.items():
+                if props.backed and (old_bucket_map is None or uname not in old_bucket_map.buckets):
                     self.spawn(self.sources.warm(props), f"warm {uname}")
-        if bmap is None or old_bmap is None:
+        if bucket_map is None or old_bucket_map is None:
             return
-        for uname, props in old_bmap.buckets.items():
-            current = bmap.buckets.get(uname)
+        for uname, props in old_bucket_map.buckets.items():
+            current = bucket_map.buckets.get(uname)
             if current is None or current.created != props.created:
                 log.info("bucket %s destroyed: removing its objects", uname)
                 await self.store.destroy_bucket(uname)
 
     # -- helpers --
     def _redirect_to_owner(self, request: web.BaseRequest, ref: BucketRef, name: str) -> None:
-        location = owner_location(request, self.state.cmap, ref, name, self.node_id)
+        location = owner_location(request, self.state.cluster_map, ref, name, self.node_id)
         if location is not None:
             raise web.HTTPTemporaryRedirect(location=location)
 
@@ -338,7 +338,7 @@ class TargetNode(NodeRuntime):
                          bucket_query=query, session=self.session, stats=self.peer_stats)
 
     async def expect_put(self, request: web.BaseRequest) -> web.StreamResponse | None:
-        return misdirected_put(request, self.state.cmap, self.state.bmap, self.node_id)
+        return misdirected_put(request, self.state.cluster_map, self.state.bucket_map, self.node_id)
 
     async def handle_put(self, request: web.BaseRequest) -> web.Response:
         ref, props = self.known_bucket(request)

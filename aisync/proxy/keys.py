@@ -39,9 +39,9 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import MATCH, json_object, parse_json
 from aisync.auth import Access
 from aisync.catalog import ACCESS_KEY_RE, check_access_key, check_description, check_secret_key
+from aisync.node.http import MATCH, json_object, parse_json
 from aisync.util.errors import (
     AccessKeyNotFound,
     InvalidArgument,
@@ -50,7 +50,7 @@ from aisync.util.errors import (
 )
 
 if TYPE_CHECKING:
-    from aisync.api.proxy import ProxyNode
+    from aisync.proxy.node import ProxyNode
 
 log = logging.getLogger("aisync.keys")
 
@@ -210,10 +210,10 @@ class ProxyKeys:
 
     async def _fetch(self, access_key: str) -> str | None:
         """Ask the primary for the secret of ``access_key`` and cache the answer."""
-        cmap, session = self.node.state.cmap, self.node.session
-        if cmap is None or session is None:
+        cluster_map, session = self.node.state.cluster_map, self.node.session
+        if cluster_map is None or session is None:
             raise NodeUnavailable("this proxy has no cluster map yet: cannot look up access keys")
-        primary = cmap.primary_node.url
+        primary = cluster_map.primary_node.url
         url = f"{primary}/v1/auth/keys/{quote(access_key, safe='')}/secret"
         try:
             async with session.get(url) as resp:

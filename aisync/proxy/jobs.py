@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from aisync.api.common import MATCH, json_answer, json_object, page_limit
 from aisync.auth import Access
 from aisync.backends.base import ListEntry, VersionToken
 from aisync.cluster.maps import BucketProps
+from aisync.node.http import MATCH, json_answer, json_object, page_limit
 from aisync.sync.diff import sharded_entries
 from aisync.sync.jobs import FINAL_STATES, JobRunner, JobSpec, parse_spec
 from aisync.sync.schedules import JobScheduler, parse_schedule
@@ -43,7 +43,7 @@ from aisync.util.errors import (
 from aisync.util.names import parse_uri, validate_prefix
 
 if TYPE_CHECKING:
-    from aisync.api.proxy import ProxyNode
+    from aisync.proxy.node import ProxyNode
 
 PAGE = 1000
 log = logging.getLogger("aisync.jobs")
@@ -139,8 +139,8 @@ class ProxyJobs:
         await self.runner.resume_unfinished()
         self.scheduler = JobScheduler(self.runner, node.run_blocking,
                                       misfire_grace=cfg.misfire_grace)
-        bmap = node.state.bmap
-        await self.scheduler.start(dict(bmap.schedules) if bmap else {})
+        bucket_map = node.state.bucket_map
+        await self.scheduler.start(dict(bucket_map.schedules) if bucket_map else {})
         node.state.add_listener(self._on_maps)
 
     async def stop(self) -> None:
@@ -149,9 +149,9 @@ class ProxyJobs:
         if self.runner is not None:
             await self.runner.close()
 
-    async def _on_maps(self, cmap, bmap, old_bmap) -> None:
-        if self.scheduler is not None and bmap is not None:
-            await self.scheduler.update(dict(bmap.schedules))
+    async def _on_maps(self, cluster_map, bucket_map, old_bucket_map) -> None:
+        if self.scheduler is not None and bucket_map is not None:
+            await self.scheduler.update(dict(bucket_map.schedules))
 
     def _primary_runner(self) -> JobRunner | None:
         return self.runner if self.node.is_primary else None
@@ -164,8 +164,8 @@ class ProxyJobs:
             raise InvalidArgument(f"bad bucket {uri!r}: {exc}") from None
         if obj:
             raise InvalidArgument(f"{uri!r}: give a bucket, and the object prefix with --prefix")
-        bmap = self.node.state.bmap
-        props = bmap.get(ref) if bmap is not None else None
+        bucket_map = self.node.state.bucket_map
+        props = bucket_map.get(ref) if bucket_map is not None else None
         if props is None:
             raise BucketNotFound(f"bucket {ref} does not exist")
         return props
@@ -238,8 +238,8 @@ class ProxyJobs:
         """The cluster's copies in key order: each active target's own pages, read ahead one
         page at a time, merged (k-way) here. Nothing is read twice; memory is a page per
         target."""
-        cmap, session = self.node.state.cmap, self.node.session
-        if cmap is None or not cmap.active_targets or session is None:
+        cluster_map, session = self.node.state.cluster_map, self.node.session
+        if cluster_map is None or not cluster_map.active_targets or session is None:
             raise NodeUnavailable("no active targets")
         params = {"provider": props.ref.provider, "prefix": prefix, "limit": str(PAGE)}
         if props.ref.namespace:
@@ -263,7 +263,7 @@ class ProxyJobs:
                 if not token:
                     return
 
-        streams = [pages(t.url) for t in cmap.active_targets]
+        streams = [pages(t.url) for t in cluster_map.active_targets]
         merged = _merge_pages(streams)
         try:
             async for entry in merged:
@@ -274,22 +274,22 @@ class ProxyJobs:
                 await stream.aclose()
 
     def owner(self, spec: JobSpec, name: str) -> str:
-        cmap = self.node.state.cmap
-        if cmap is None:
+        cluster_map = self.node.state.cluster_map
+        if cluster_map is None:
             raise NodeUnavailable("no cluster map")
         props = self._bucket(spec.destination or spec.bucket)
-        return cmap.owner(props.ref, name).id
+        return cluster_map.owner(props.ref, name).id
 
     def target_count(self) -> int:
-        cmap = self.node.state.cmap
-        return max(len(cmap.active_targets), 1) if cmap else 1
+        cluster_map = self.node.state.cluster_map
+        return max(len(cluster_map.active_targets), 1) if cluster_map else 1
 
     async def execute(self, target: str, job_id: str, spec: JobSpec,
                       actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        cmap, session = self.node.state.cmap, self.node.session
-        if cmap is None or target not in cmap.nodes or session is None:
+        cluster_map, session = self.node.state.cluster_map, self.node.session
+        if cluster_map is None or target not in cluster_map.nodes or session is None:
             raise NodeUnavailable(f"target {target} is not in the cluster map")
-        url = f"{cmap.nodes[target].url}/v1/jobs/{job_id}/batch"
+        url = f"{cluster_map.nodes[target].url}/v1/jobs/{job_id}/batch"
         body = {"spec": spec.model_dump(mode="json"), "targets": self.target_count(),
                 "actions": actions}
         try:
@@ -305,8 +305,8 @@ class ProxyJobs:
     async def _tell_targets(self, job_id: str, verb: str, timeout: float) -> None:
         """``POST /v1/jobs/{job}/{verb}`` on every active target; an unreachable one is
         skipped (it runs nothing of the job)."""
-        cmap, session = self.node.state.cmap, self.node.session
-        if cmap is None or session is None:
+        cluster_map, session = self.node.state.cluster_map, self.node.session
+        if cluster_map is None or session is None:
             return
 
         async def one(url: str) -> None:
@@ -317,7 +317,7 @@ class ProxyJobs:
             except (aiohttp.ClientError, TimeoutError):
                 pass
 
-        await asyncio.gather(*(one(t.url) for t in cmap.active_targets))
+        await asyncio.gather(*(one(t.url) for t in cluster_map.active_targets))
 
     async def abort_on_targets(self, job_id: str) -> None:
         await self._tell_targets(job_id, "abort", 5)
@@ -502,8 +502,8 @@ class ProxyJobs:
         return web.json_response(await self._schedule_view(spec.name), status=201)
 
     async def _schedule_view(self, name: str) -> dict[str, Any]:
-        bmap = self.node.state.bmap
-        definition = bmap.schedules.get(name) if bmap is not None else None
+        bucket_map = self.node.state.bucket_map
+        definition = bucket_map.schedules.get(name) if bucket_map is not None else None
         if definition is None:
             raise ScheduleNotFound(f"no schedule {name!r}")
         runs = await self.node.run_blocking(self.node.catalog.schedule_runs, name, 10)
@@ -513,8 +513,8 @@ class ProxyJobs:
     async def handle_list_schedules(self, request: web.BaseRequest) -> web.Response:
         if (fwd := await self._forwarded(request)) is not None:
             return fwd
-        bmap = self.node.state.bmap
-        names = sorted(bmap.schedules) if bmap is not None else []
+        bucket_map = self.node.state.bucket_map
+        names = sorted(bucket_map.schedules) if bucket_map is not None else []
         return web.json_response({"schedules": [await self._schedule_view(n) for n in names]})
 
     async def handle_get_schedule(self, request: web.BaseRequest) -> web.Response:
@@ -535,8 +535,8 @@ class ProxyJobs:
         lines = ["# HELP aisync_bucket_freshness_lag_seconds Seconds since the cluster last "
                  "verified the cached bucket matched its source.",
                  "# TYPE aisync_bucket_freshness_lag_seconds gauge"]
-        bmap = self.node.state.bmap
-        for _uname, props in sorted((bmap.buckets if bmap else {}).items()):
+        bucket_map = self.node.state.bucket_map
+        for _uname, props in sorted((bucket_map.buckets if bucket_map else {}).items()):
             if not props.backed:
                 continue
             fresh = await self.freshness(props)

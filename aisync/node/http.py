@@ -2,7 +2,7 @@
 
 Every error answer has the same shape: the error's ``status`` with a JSON ``{"code", "message"}``
 body (for HEAD, the code travels in the ``X-Aisync-Error-Code`` header). The router
-(``aisync.api.router``) is the one place that turns exceptions into such answers.
+(``aisync.node.router``) is the one place that turns exceptions into such answers.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from aisync.util.names import BucketRef, normalize_provider, validate_object_nam
 #: Where the router puts a request's matched path values ({"bucket": ..., "name": ...}).
 MATCH: web.RequestKey[dict[str, str]] = web.RequestKey("match", dict)
 
-log = logging.getLogger("aisync.api")
+log = logging.getLogger("aisync.node")
 
 ERROR_HEADER = "X-Aisync-Error-Code"
 def error_response(request: web.BaseRequest, status: int, code: str, message: str,
@@ -275,23 +275,23 @@ def content_range(offset: int, length: int, size: int) -> str:
     return f"bytes {offset}-{offset + length - 1}/{size}"
 
 
-def owner_location(request: web.BaseRequest, cmap, ref: BucketRef, name: str,
+def owner_location(request: web.BaseRequest, cluster_map, ref: BucketRef, name: str,
                    self_id: str) -> str | None:
     """Where this request belongs when node ``self_id`` does not own the object, else None."""
-    if cmap is None:
+    if cluster_map is None:
         return None
-    owner = cmap.owner(ref, name)
+    owner = cluster_map.owner(ref, name)
     return None if owner.id == self_id else f"{owner.url}{request.raw_path}"
 
 
-def misdirected_put(request: web.BaseRequest, cmap, bmap, self_id: str) -> web.Response | None:
+def misdirected_put(request: web.BaseRequest, cluster_map, bucket_map, self_id: str) -> web.Response | None:
     """For ``Expect: 100-continue``: a 307 to the owner when this target does not own the
     object (so the body never comes here), else None (the body may flow)."""
-    if bmap is None:
+    if bucket_map is None:
         return None
     ref = bucket_ref(request)
-    if bmap.get(ref) is None:
+    if bucket_map.get(ref) is None:
         return None  # the handler answers BucketNotFound
-    location = owner_location(request, cmap, ref, object_name(request), self_id)
+    location = owner_location(request, cluster_map, ref, object_name(request), self_id)
     return None if location is None else web.Response(status=307,
                                                       headers={"Location": location})

@@ -16,7 +16,7 @@ import fcntl
 import os
 import select
 
-from aisync.api.files import flushed, run_with_duplicated_fds
+from aisync.node.files import flushed, run_with_duplicated_fds
 
 AVAILABLE = hasattr(os, "splice")
 PIPE_BYTES = 1 << 20

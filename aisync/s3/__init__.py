@@ -6,7 +6,7 @@ S3 XML documents and the one S3 error table (:mod:`.xml`), and the S3 operations
 (:mod:`.objects`, :mod:`.buckets`, :mod:`.multipart`) built on the proxy's view of the cluster
 and on the targets' native HTTP routes; large bodies are relayed with ``splice`` (:mod:`.splice`).
 
-May import: ``aisync.api.common``, ``aisync.cluster`` (maps), ``aisync.util``,
-``aisync.config``. Never ``aisync.api.target`` or ``aisync.storage``: objects are reached over
+May import: ``aisync.node.http``, ``aisync.cluster`` (maps), ``aisync.util``,
+``aisync.config``. Never ``aisync.target.node`` or ``aisync.storage``: objects are reached over
 HTTP, through the target that owns them (an import-linter contract).
 """

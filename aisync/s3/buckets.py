@@ -19,7 +19,7 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from aisync.api.s3.xml import (
+from aisync.s3.xml import (
     OWNER,
     S3Error,
     common_headers,
@@ -32,7 +32,7 @@ from aisync.util.errors import BucketAlreadyExists, NodeUnavailable
 from aisync.util.names import validate_bucket_name, validate_prefix
 
 if TYPE_CHECKING:
-    from aisync.api.s3.frontend import S3Frontend, S3Request
+    from aisync.s3.frontend import S3Frontend, S3Request
 
 PAGE = 1000
 SKIP = "\U0010ffff"  # sorts after any character: ``cp + SKIP`` is after every key under cp
@@ -71,10 +71,10 @@ class BucketOps:
 
     # -- the service and buckets --
     async def list_buckets(self, s3: S3Request) -> web.Response:
-        bmap = self.fe.node.state.bmap
+        bucket_map = self.fe.node.state.bucket_map
         seen: dict[str, str] = {}
-        if bmap is not None:
-            for props in bmap.buckets.values():
+        if bucket_map is not None:
+            for props in bucket_map.buckets.values():
                 if not props.namespace and props.name not in seen:
                     seen[props.name] = props.created
         buckets = [("Bucket", [("Name", name), ("CreationDate", _iso(created))])
@@ -148,10 +148,10 @@ class BucketOps:
         return web.Response(status=204, headers=common_headers(s3.request))
 
     async def _primary(self, method: str, path: str) -> None:
-        cmap = self.fe.node.state.cmap
-        if cmap is None:
+        cluster_map = self.fe.node.state.cluster_map
+        if cluster_map is None:
             raise NodeUnavailable("no cluster map yet")
-        url = f"{cmap.primary_node.url}{path}"
+        url = f"{cluster_map.primary_node.url}{path}"
         try:
             async with self.fe.session.request(method, url) as resp:
                 await self.fe.raise_for(resp, "primary proxy")

@@ -16,8 +16,11 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from aisync.api import accepts
-from aisync.api.common import (
+from aisync.auth import Access
+from aisync.cluster.maps import BucketProps, NodeInfo
+from aisync.cluster.primary import Primary
+from aisync.node import accepts
+from aisync.node.http import (
     bool_query,
     bucket_ref,
     int_query,
@@ -27,16 +30,13 @@ from aisync.api.common import (
     object_name,
     page_limit,
 )
-from aisync.api.jobs import ProxyJobs
-from aisync.api.keys import ProxyKeys
-from aisync.api.relay import CLIENT_CREDENTIALS, relay
-from aisync.api.remotes import ProxyRemotes
-from aisync.api.router import Router
-from aisync.api.runtime import NodeRuntime
-from aisync.api.s3.frontend import S3Frontend
-from aisync.auth import Access
-from aisync.cluster.maps import BucketProps, NodeInfo
-from aisync.cluster.primary import Primary
+from aisync.node.relay import CLIENT_CREDENTIALS, relay
+from aisync.node.router import Router
+from aisync.node.runtime import NodeRuntime
+from aisync.proxy.jobs import ProxyJobs
+from aisync.proxy.keys import ProxyKeys
+from aisync.proxy.remotes import ProxyRemotes
+from aisync.s3.frontend import S3Frontend
 from aisync.util.errors import (
     AisyncError,
     BucketAlreadyExists,
@@ -61,7 +61,7 @@ class ProxyNode(NodeRuntime):
         r = self.router
         client = Access.CLIENT
         # Object requests go on to the owning target with their query as sent: the target's
-        # object routes accept the same parameters (aisync.api.accepts).
+        # object routes accept the same parameters (aisync.node.accepts).
         for method, query in (("GET", accepts.OBJECT_READ), ("HEAD", accepts.OBJECT_READ),
                               ("DELETE", accepts.OBJECT_WRITE)):
             r.add(method, "/v1/objects/{bucket}/{name:.+}", self.handle_object, access=client,
@@ -137,8 +137,8 @@ class ProxyNode(NodeRuntime):
         return status
 
     def is_ready(self) -> bool:
-        cmap = self.state.cmap
-        return self.joined.is_set() and cmap is not None and bool(cmap.active_targets)
+        cluster_map = self.state.cluster_map
+        return self.joined.is_set() and cluster_map is not None and bool(cluster_map.active_targets)
 
     # -- helpers --
     async def _remote_bucket(self, request: web.BaseRequest) -> None:
@@ -149,10 +149,10 @@ class ProxyNode(NodeRuntime):
     def _owner(self, request: web.BaseRequest) -> NodeInfo:
         ref, _ = self.known_bucket(request)
         name = object_name(request)
-        cmap = self.state.cmap
-        if cmap is None:
+        cluster_map = self.state.cluster_map
+        if cluster_map is None:
             raise NodeUnavailable("this proxy has no cluster map yet")
-        return cmap.owner(ref, name)
+        return cluster_map.owner(ref, name)
 
     def _mode(self, request: web.BaseRequest) -> str:
         mode = request.query.get("mode", self.mode)
@@ -181,8 +181,8 @@ class ProxyNode(NodeRuntime):
 
     def _location(self, request: web.BaseRequest, owner: NodeInfo) -> str:
         """The owner's URL for this request, signed so the target knows a proxy sent it."""
-        cmap = self.state.cmap
-        return self.gate.signed_redirect(request, owner.url, cmap.version if cmap else 0)
+        cluster_map = self.state.cluster_map
+        return self.gate.signed_redirect(request, owner.url, cluster_map.version if cluster_map else 0)
 
     async def _reverse(self, request: web.BaseRequest, owner: NodeInfo) -> web.StreamResponse:
         assert self.session is not None
@@ -191,9 +191,9 @@ class ProxyNode(NodeRuntime):
 
     # -- buckets --
     async def handle_list_buckets(self, request: web.BaseRequest) -> web.Response:
-        bmap = self.state.bmap
-        buckets = [] if bmap is None else [p.model_dump() for _, p in sorted(bmap.buckets.items())]
-        return web.json_response({"buckets": buckets, "version": bmap.version if bmap else 0})
+        bucket_map = self.state.bucket_map
+        buckets = [] if bucket_map is None else [p.model_dump() for _, p in sorted(bucket_map.buckets.items())]
+        return web.json_response({"buckets": buckets, "version": bucket_map.version if bucket_map else 0})
 
     async def handle_head_bucket(self, request: web.BaseRequest) -> web.Response:
         await self._remote_bucket(request)
@@ -201,10 +201,10 @@ class ProxyNode(NodeRuntime):
         return web.Response(status=200)
 
     async def _forward_to_primary(self, request: web.BaseRequest) -> web.Response:
-        cmap = self.state.cmap
-        if cmap is None or self.session is None:
+        cluster_map = self.state.cluster_map
+        if cluster_map is None or self.session is None:
             raise NotPrimary("this proxy is not the primary and has no cluster map yet")
-        url = f"{cmap.primary_node.url}{request.path_qs}"
+        url = f"{cluster_map.primary_node.url}{request.path_qs}"
         body = await request.read()
         try:
             # Long polls (?wait=, up to 60 s) ride on this too: allow them their time.
@@ -216,7 +216,7 @@ class ProxyNode(NodeRuntime):
                 return web.Response(status=up.status, body=payload,
                                     content_type=up.content_type if payload else None)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise NodeUnavailable(f"primary proxy at {cmap.primary_node.url} is unreachable") \
+            raise NodeUnavailable(f"primary proxy at {cluster_map.primary_node.url} is unreachable") \
                 from exc
 
     async def handle_create_bucket(self, request: web.BaseRequest) -> web.Response:
@@ -232,7 +232,7 @@ class ProxyNode(NodeRuntime):
             if body:
                 raise InvalidArgument(f"{ref}: a bucket of a remote cluster takes no "
                                       f"properties")
-            if self.state.bmap is not None and self.state.bmap.get(ref) is not None:
+            if self.state.bucket_map is not None and self.state.bucket_map.get(ref) is not None:
                 raise BucketAlreadyExists(f"bucket {ref} already exists")
             props = await self.remotes.ensure_bucket(ref)
             assert props is not None
@@ -300,8 +300,8 @@ class ProxyNode(NodeRuntime):
 
     async def _from_targets(self, path: str, params: dict,
                             targets: list[NodeInfo] | None = None) -> list[dict]:
-        cmap = self.state.cmap
-        if cmap is None or not cmap.active_targets:
+        cluster_map = self.state.cluster_map
+        if cluster_map is None or not cluster_map.active_targets:
             raise NodeUnavailable("no active targets")
         assert self.session is not None
 
@@ -315,7 +315,7 @@ class ProxyNode(NodeRuntime):
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise NodeUnavailable(f"target {target.id} did not answer: {exc}") from exc
 
-        nodes = cmap.active_targets if targets is None else targets
+        nodes = cluster_map.active_targets if targets is None else targets
         return list(await asyncio.gather(*(one(t) for t in nodes)))
 
     async def handle_list_objects(self, request: web.BaseRequest) -> web.Response:
@@ -416,13 +416,13 @@ class ProxyNode(NodeRuntime):
         head_only = "since" not in request.query  # "where is the feed now?"
         since = int_query(request, "since", 0, 0, 2**63 - 1)
         limit = page_limit(request)
-        cmap = self.state.cmap
-        if cmap is None:
+        cluster_map = self.state.cluster_map
+        if cluster_map is None:
             raise NodeUnavailable("no cluster map yet")
         params = {"provider": ref.provider, "since": str(since), "limit": str(limit)}
         if ref.namespace:
             params["namespace"] = ref.namespace
-        targets = [n for n in cmap.nodes.values() if n.role == "target"]
+        targets = [n for n in cluster_map.nodes.values() if n.role == "target"]
         parts = await self._from_targets(f"/v1/buckets/{ref.name}/changes", params,
                                          targets=targets)
         floor = max((p["floor"] for p in parts), default=0)
@@ -447,13 +447,13 @@ class ProxyNode(NodeRuntime):
         join = accepts.parse_join(await json_object(request, "join"))
         node = NodeInfo(id=join.id, role=join.role, url=join.url, host=join.host,
                         local_socket=join.local_socket)
-        cmap, bmap = await self.primary.join(node, join.map_version)
-        return web.json_response({"cluster_map": cmap.model_dump(mode="json"),
-                                  "bucket_map": bmap.model_dump(mode="json")})
+        cluster_map, bucket_map = await self.primary.join(node, join.map_version)
+        return web.json_response({"cluster_map": cluster_map.model_dump(mode="json"),
+                                  "bucket_map": bucket_map.model_dump(mode="json")})
 
     async def handle_cluster_status(self, request: web.BaseRequest) -> web.Response:
-        cmap, bmap = self.state.cmap, self.state.bmap
-        if cmap is None:
+        cluster_map, bucket_map = self.state.cluster_map, self.state.bucket_map
+        if cluster_map is None:
             raise NodeUnavailable("this proxy has no cluster map yet")
         assert self.session is not None
 
@@ -466,16 +466,16 @@ class ProxyNode(NodeRuntime):
                     return await json_answer(resp, f"node {node.id}")
             except (aiohttp.ClientError, TimeoutError, ValueError, NodeUnavailable):
                 return {"id": node.id, "role": node.role, "url": node.url,
-                        "state": "unreachable", "primary": node.id == cmap.primary}
+                        "state": "unreachable", "primary": node.id == cluster_map.primary}
 
-        nodes = await asyncio.gather(*(one(n) for n in sorted(cmap.nodes.values(),
+        nodes = await asyncio.gather(*(one(n) for n in sorted(cluster_map.nodes.values(),
                                                                 key=lambda n: (n.role, n.id))))
         for status in nodes:
-            status["map_state"] = cmap.nodes[status["id"]].state
-        return web.json_response({"cluster": cmap.name, "uuid": cmap.uuid,
-                                  "map_version": cmap.version,
-                                  "bucket_map_version": bmap.version if bmap else 0,
-                                  "primary": cmap.primary, "nodes": list(nodes)})
+            status["map_state"] = cluster_map.nodes[status["id"]].state
+        return web.json_response({"cluster": cluster_map.name, "uuid": cluster_map.uuid,
+                                  "map_version": cluster_map.version,
+                                  "bucket_map_version": bucket_map.version if bucket_map else 0,
+                                  "primary": cluster_map.primary, "nodes": list(nodes)})
 
 
 def _without_mode(request: web.BaseRequest) -> str:

@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 
 from aiohttp import hdrs, web
 
-from aisync.api.common import content_range, object_headers, parse_range
+from aisync.node.http import content_range, object_headers, parse_range
 from aisync.storage.metadata import ObjectMetadata
 from aisync.storage.objects import OpenObject
 

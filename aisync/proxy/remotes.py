@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from aisync.api.accepts import check_fields
-from aisync.api.common import MATCH, json_answer, json_object
 from aisync.auth import Access
 from aisync.cluster.maps import BucketProps
+from aisync.node.accepts import check_fields
+from aisync.node.http import MATCH, json_answer, json_object
 from aisync.util.errors import (
     AccessDenied,
     BackendUnavailable,
@@ -38,7 +38,7 @@ from aisync.util.errors import (
 from aisync.util.names import BucketRef
 
 if TYPE_CHECKING:
-    from aisync.api.proxy import ProxyNode
+    from aisync.proxy.node import ProxyNode
 
 ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -116,8 +116,8 @@ class ProxyRemotes:
         uuids = {m["uuid"] for m in maps}
         if len(uuids) > 1:
             raise InvalidArgument(f"remote {alias}: the URLs belong to different clusters")
-        cmap = self.node.state.cmap
-        if cmap is not None and cmap.uuid in uuids:
+        cluster_map = self.node.state.cluster_map
+        if cluster_map is not None and cluster_map.uuid in uuids:
             raise InvalidArgument(f"remote {alias}: that is this cluster")
         definition = {"urls": urls, "uuid": maps[0]["uuid"], "cluster": maps[0].get("name"),
                       "attached": datetime.now(UTC).isoformat(timespec="seconds")}
@@ -133,8 +133,8 @@ class ProxyRemotes:
         return web.Response(status=204)
 
     async def handle_list(self, request: web.BaseRequest) -> web.Response:
-        bmap = self.node.state.bmap
-        remotes = dict(bmap.remotes) if bmap is not None else {}
+        bucket_map = self.node.state.bucket_map
+        remotes = dict(bucket_map.remotes) if bucket_map is not None else {}
 
         async def view(alias: str, definition: dict[str, Any]) -> dict[str, Any]:
             answered, peer = None, None
@@ -147,7 +147,7 @@ class ProxyRemotes:
                     "answered": answered,
                     "map_version": peer.get("version") if peer else None,
                     "same_cluster": peer is None or peer.get("uuid") == definition.get("uuid"),
-                    "buckets": sorted(str(p.ref) for p in (bmap.buckets.values() if bmap else [])
+                    "buckets": sorted(str(p.ref) for p in (bucket_map.buckets.values() if bucket_map else [])
                                       if p.namespace == alias)}
 
         views = await asyncio.gather(*(view(a, d) for a, d in sorted(remotes.items())))
@@ -156,10 +156,10 @@ class ProxyRemotes:
     async def ensure_bucket(self, ref: BucketRef) -> BucketProps | None:
         """Register ``ais://@alias/name`` on first use when ``alias`` is attached; None when
         ``ref`` is not such a bucket. Non-primary proxies ask the primary."""
-        bmap = self.node.state.bmap
-        if not ref.namespace or ref.provider != "ais" or bmap is None:
+        bucket_map = self.node.state.bucket_map
+        if not ref.namespace or ref.provider != "ais" or bucket_map is None:
             return None
-        props = bmap.get(ref)
+        props = bucket_map.get(ref)
         if props is not None:
             return props
         self.node.remote_urls(ref.namespace)  # RemoteNotFound for an unknown alias
@@ -171,17 +171,17 @@ class ProxyRemotes:
             try:
                 return await self.node.primary.create_bucket(props)
             except Exception:
-                current = self.node.state.bmap.get(ref) if self.node.state.bmap else None
+                current = self.node.state.bucket_map.get(ref) if self.node.state.bucket_map else None
                 if current is not None:  # registered concurrently
                     return current
                 raise
-        cmap, session = self.node.state.cmap, self.node.session
-        if cmap is None or session is None:
+        cluster_map, session = self.node.state.cluster_map, self.node.session
+        if cluster_map is None or session is None:
             raise NodeUnavailable("no cluster map yet")
-        url = f"{cmap.primary_node.url}/v1/buckets/{ref.name}"
+        url = f"{cluster_map.primary_node.url}/v1/buckets/{ref.name}"
         params = {"provider": "ais", "namespace": ref.namespace}
         async with session.put(url, params=params) as resp:
             if resp.status not in (201, 409):
                 raise error_from_dict(resp.status, await json_answer(resp, "the primary"))
-        bmap = self.node.state.bmap
-        return bmap.get(ref) if bmap is not None else None
+        bucket_map = self.node.state.bucket_map
+        return bucket_map.get(ref) if bucket_map is not None else None

@@ -1,0 +1,1 @@
+"""The proxy: a stateless gateway (placeholder docstring, rewritten below)."""
