@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 
+from aisync.s3.context import S3Context, S3Request
 from aisync.s3.xml import (
     OWNER,
     S3Error,
@@ -30,9 +30,6 @@ from aisync.s3.xml import (
 )
 from aisync.util.errors import BucketAlreadyExists, NodeUnavailable
 from aisync.util.names import validate_bucket_name, validate_prefix
-
-if TYPE_CHECKING:
-    from aisync.s3.frontend import S3Frontend, S3Request
 
 PAGE = 1000
 SKIP = "\U0010ffff"  # sorts after any character: ``cp + SKIP`` is after every key under cp
@@ -66,12 +63,12 @@ def entry_modified(entry: dict) -> float:
 
 
 class BucketOps:
-    def __init__(self, frontend: S3Frontend) -> None:
-        self.fe = frontend
+    def __init__(self, context: S3Context) -> None:
+        self.context = context
 
     # -- the service and buckets --
     async def list_buckets(self, s3: S3Request) -> web.Response:
-        bucket_map = self.fe.node.state.bucket_map
+        bucket_map = self.context.proxy.state.bucket_map
         seen: dict[str, str] = {}
         if bucket_map is not None:
             for props in bucket_map.buckets.values():
@@ -83,24 +80,24 @@ class BucketOps:
                                                  [("Owner", OWNER), ("Buckets", buckets)]))
 
     async def head(self, s3: S3Request) -> web.Response:
-        self.fe.resolve(s3.bucket)
+        self.context.resolve(s3.bucket)
         return web.Response(status=200, headers={**common_headers(s3.request),
-                                                 "x-amz-bucket-region": self.fe.config.region})
+                                                 "x-amz-bucket-region": self.context.config.region})
 
     async def location(self, s3: S3Request) -> web.Response:
-        self.fe.resolve(s3.bucket)
-        region = self.fe.config.region
+        self.context.resolve(s3.bucket)
+        region = self.context.config.region
         element = document("LocationConstraint")
         if region != "us-east-1":
             element.text = region
         return xml_response(s3.request, element)
 
     async def versioning(self, s3: S3Request) -> web.Response:
-        self.fe.resolve(s3.bucket)
+        self.context.resolve(s3.bucket)
         return xml_response(s3.request, document("VersioningConfiguration"))
 
     async def request_payment(self, s3: S3Request) -> web.Response:
-        self.fe.resolve(s3.bucket)
+        self.context.resolve(s3.bucket)
         return xml_response(s3.request, document("RequestPaymentConfiguration",
                                                  [("Payer", "BucketOwner")]))
 
@@ -113,7 +110,7 @@ class BucketOps:
             raise S3Error("InvalidBucketName", f"The specified bucket is not valid: {exc}",
                           BucketName=s3.bucket) from None
         try:
-            self.fe.resolve(s3.bucket)
+            self.context.resolve(s3.bucket)
         except S3Error:
             pass
         else:
@@ -138,8 +135,8 @@ class BucketOps:
     async def delete(self, s3: S3Request) -> web.Response:
         """DeleteBucket: only an empty one (BucketNotEmpty otherwise). For a cached bucket this
         unregisters it from the cluster; the source bucket is never deleted through aisync."""
-        ref, props = self.fe.resolve(s3.bucket)
-        page, _ = await self.fe.node.list_page(ref, props, "", None, 1)
+        ref, props = self.context.resolve(s3.bucket)
+        page, _ = await self.context.proxy.list_page(ref, props, "", None, 1)
         if page:
             raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty",
                           BucketName=s3.bucket)
@@ -148,19 +145,19 @@ class BucketOps:
         return web.Response(status=204, headers=common_headers(s3.request))
 
     async def _primary(self, method: str, path: str) -> None:
-        cluster_map = self.fe.node.state.cluster_map
+        cluster_map = self.context.proxy.state.cluster_map
         if cluster_map is None:
             raise NodeUnavailable("no cluster map yet")
         url = f"{cluster_map.primary_node.url}{path}"
         try:
-            async with self.fe.session.request(method, url) as resp:
-                await self.fe.raise_for(resp, "primary proxy")
+            async with self.context.session.request(method, url) as resp:
+                await self.context.raise_for(resp, "primary proxy")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NodeUnavailable(f"the primary proxy is unreachable: {exc}") from exc
 
     # -- listings --
     async def list_objects(self, s3: S3Request) -> web.Response:
-        ref, props = self.fe.resolve(s3.bucket)
+        ref, props = self.context.resolve(s3.bucket)
         query = s3.query
         v2 = query.get("list-type") == "2"
         if "list-type" in query and not v2:
@@ -228,7 +225,7 @@ class BucketOps:
         if max_keys == 0:
             return keys, prefixes, False, marker
         while True:
-            page, next_token = await self.fe.node.list_page(ref, props, prefix, token, PAGE)
+            page, next_token = await self.context.proxy.list_page(ref, props, prefix, token, PAGE)
             for entry in page:
                 name = entry["name"]
                 if token is not None and name <= token:

@@ -16,33 +16,29 @@ comes here. The front end
    a 500 for bad input.
 
 An S3 bucket name resolves to the ``ais://`` bucket of that name, else to the one cached bucket
-of that name, trying providers in the order of :data:`PROVIDER_ORDER`.
+of that name, trying providers in the order of :data:`aisync.s3.context.PROVIDER_ORDER`. The
+front end sees its proxy only through :class:`aisync.s3.ports.ProxyPort`.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
-import aiohttp
 from aiohttp import web
 
-from aisync.cluster.maps import BucketProps, NodeInfo
-from aisync.node.localread import LocalReads
 from aisync.s3 import sigv4
+from aisync.s3.buckets import BucketOps
+from aisync.s3.context import ADMITTED, S3Context, S3Request
+from aisync.s3.multipart import MultipartOps
+from aisync.s3.objects import ObjectOps
+from aisync.s3.ports import ProxyPort
 from aisync.s3.xml import ERRORS, S3Error, error_response, s3_code
-from aisync.util.errors import AisyncError, InvalidArgument, NodeUnavailable, error_from_dict
-from aisync.util.jsondoc import parse_json
-from aisync.util.names import BucketRef, validate_object_name
-
-if TYPE_CHECKING:
-    from aisync.proxy.node import ProxyNode
+from aisync.util.errors import AisyncError
 
 log = logging.getLogger("aisync.s3")
 
-PROVIDER_ORDER = ("ais", "s3", "gs", "az", "oci", "fs")
 READ_ONLY = ("GET", "HEAD")
 #: Bucket sub-resources aisync does not keep: reads answer S3's "not configured" error.
 UNCONFIGURED = {"policy": "NoSuchBucketPolicy", "cors": "NoSuchCORSConfiguration",
@@ -51,33 +47,16 @@ UNCONFIGURED = {"policy": "NoSuchBucketPolicy", "cors": "NoSuchCORSConfiguration
                 "encryption": "ServerSideEncryptionConfigurationNotFoundError"}
 
 
-class S3Request:
-    """What dispatch needs about one S3 request."""
-
-    __slots__ = ("request", "bucket", "key", "auth", "query")
-
-    def __init__(self, request: web.BaseRequest, bucket: str, key: str,
-                 auth: sigv4.AuthResult | None) -> None:
-        self.request, self.bucket, self.key, self.auth = request, bucket, key, auth
-        self.query = request.query
-
-
-#: An admitted S3 request (addressed and authenticated), kept between the expect hook and dispatch.
-ADMITTED: web.RequestKey[S3Request] = web.RequestKey("s3", S3Request)
-
-
 class S3Frontend:
-    def __init__(self, node: ProxyNode) -> None:
-        from aisync.s3.buckets import BucketOps
-        from aisync.s3.multipart import MultipartOps
-        from aisync.s3.objects import ObjectOps
-
-        self.node = node
-        self.config = node.config.s3
-        self.local_reads = LocalReads(node.config.http.local_reads)
-        self.objects = ObjectOps(self)
-        self.buckets = BucketOps(self)
-        self.multipart = MultipartOps(self)
+    def __init__(self, proxy: ProxyPort) -> None:
+        self.context = context = S3Context(proxy)
+        self.proxy = proxy
+        self.config = context.config
+        self.resolve = context.resolve
+        self.local_reads = context.local_reads
+        self.objects = ObjectOps(context)
+        self.buckets = BucketOps(context)
+        self.multipart = MultipartOps(context, self.objects)
 
     # -- entry points --
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -147,7 +126,7 @@ class S3Frontend:
                               "accepted here; sign them with an aisync access key (SigV4)")
             return None
         sigv4.check_region(parsed, self.config.region)
-        secret = await self.node.keys.secret_for(parsed.access_key)
+        secret = await self.proxy.keys.secret_for(parsed.access_key)
         if secret is None:
             raise S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not "
                           "exist in our records.")
@@ -241,53 +220,3 @@ class S3Frontend:
         for name in names:
             if name in query:
                 raise S3Error("NotImplemented", f"the {name} sub-resource is not implemented")
-
-    # -- what the operations share --
-    def resolve(self, name: str) -> tuple[BucketRef, BucketProps]:
-        """The aisync bucket an S3 bucket name means; NoSuchBucket if none."""
-        bucket_map = self.node.state.bucket_map
-        if bucket_map is not None and name:
-            for provider in PROVIDER_ORDER:
-                try:
-                    ref = BucketRef(name, provider)
-                except ValueError:
-                    break
-                props = bucket_map.get(ref)
-                if props is not None:
-                    return ref, props
-        raise S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=name)
-
-    def owner(self, ref: BucketRef, key: str) -> NodeInfo:
-        cluster_map = self.node.state.cluster_map
-        if cluster_map is None or not cluster_map.active_targets:
-            raise NodeUnavailable("no active targets")
-        return cluster_map.owner(ref, key)
-
-    def object_url(self, node: NodeInfo, ref: BucketRef, key: str, kind: str = "objects") -> str:
-        validate_object_name(key)
-        return f"{node.url}/v1/{kind}/{quote(ref.name, safe='')}/{quote(key, safe='/')}"
-
-    @staticmethod
-    def bucket_params(ref: BucketRef) -> dict[str, str]:
-        params = {} if ref.provider == "ais" else {"provider": ref.provider}
-        if ref.namespace:
-            params["namespace"] = ref.namespace
-        return params
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        assert self.node.session is not None
-        return self.node.session
-
-    @staticmethod
-    async def raise_for(resp: aiohttp.ClientResponse, who: str) -> None:
-        """Raise the typed error a target's (or primary's) JSON error answer carries."""
-        if resp.status < 400:
-            return
-        try:
-            body = parse_json(await resp.read(), f"the answer of the {who}")
-        except (InvalidArgument, aiohttp.ClientError):
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        raise error_from_dict(resp.status, body or {"message": f"{who}: HTTP {resp.status}"})

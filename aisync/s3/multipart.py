@@ -15,16 +15,17 @@ import heapq
 import json
 import re
 import time
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from aisync.node.http import json_answer
 from aisync.s3.body import VerifiedBody, content_md5_hex
+from aisync.s3.context import S3Context, S3Request
 from aisync.s3.objects import (
     CHUNK,
     STREAM_TIMEOUT,
+    ObjectOps,
     attrs_of,
     copy_source,
     preconditions,
@@ -40,9 +41,6 @@ from aisync.s3.xml import (
 )
 from aisync.util.errors import NodeUnavailable
 
-if TYPE_CHECKING:
-    from aisync.s3.frontend import S3Frontend, S3Request
-
 MAX_PART_NUMBER = 10_000
 #: x-amz-copy-source-range: ASCII digits, at most 20 (no object is 10**20 bytes long), so
 #: int() is cheap and cannot hit the 4,300-digit limit.
@@ -56,8 +54,9 @@ def _decimal(raw: str) -> int | None:
 
 
 class MultipartOps:
-    def __init__(self, frontend: S3Frontend) -> None:
-        self.fe = frontend
+    def __init__(self, context: S3Context, objects: ObjectOps) -> None:
+        self.context = context
+        self.objects = objects
 
     async def dispatch(self, s3: S3Request) -> web.StreamResponse:
         method = s3.request.method
@@ -74,15 +73,15 @@ class MultipartOps:
     async def _call(self, s3: S3Request, method: str, params: dict[str, str], *,
                     json_body: dict | None = None, headers: dict | None = None,
                     data=None) -> dict:
-        fe = self.fe
-        ref, _ = fe.resolve(s3.bucket)
-        owner = fe.owner(ref, s3.key)
+        context = self.context
+        ref, _ = context.resolve(s3.bucket)
+        owner = context.owner(ref, s3.key)
         try:
-            async with fe.session.request(method, fe.object_url(owner, ref, s3.key, "uploads"),
-                                          params={**fe.bucket_params(ref), **params},
+            async with context.session.request(method, context.object_url(owner, ref, s3.key, "uploads"),
+                                          params={**context.bucket_params(ref), **params},
                                           json=json_body, headers=headers, data=data,
                                           timeout=STREAM_TIMEOUT) as resp:
-                await fe.raise_for(resp, "target")
+                await context.raise_for(resp, "target")
                 return await json_answer(resp, f"target {owner.id}") if resp.status != 204 else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
             failed = getattr(data, "error", None)
@@ -129,7 +128,7 @@ class MultipartOps:
                                 part: int) -> web.Response:
         request = s3.request
         src_bucket, src_key = copy_source(request.headers["x-amz-copy-source"])
-        src_ref, _ = self.fe.resolve(src_bucket)
+        src_ref, _ = self.context.resolve(src_bucket)
         headers = {}
         wanted = request.headers.get("x-amz-copy-source-range")
         if wanted is not None:
@@ -141,10 +140,10 @@ class MultipartOps:
                               ArgumentName="x-amz-copy-source-range")
             headers["Range"] = wanted.strip()
         try:
-            async with self.fe.objects.open_source(src_ref, src_key, headers) as src:
+            async with self.objects.open_source(src_ref, src_key, headers) as src:
                 if src.status == 416:
                     raise S3Error("InvalidRange", "The requested range is not satisfiable")
-                await self.fe.raise_for(src, "target")
+                await self.context.raise_for(src, "target")
                 preconditions(request.headers, src.headers.get("ETag", ""), None,
                               prefix="x-amz-copy-source-", reading=False)
                 if src.content_length is None:
@@ -211,19 +210,19 @@ class MultipartOps:
             ("IsTruncated", bool(answer.get("truncated"))), *parts]))
 
     async def list_uploads(self, s3: S3Request) -> web.Response:
-        fe = self.fe
-        ref, _ = fe.resolve(s3.bucket)
+        context = self.context
+        ref, _ = context.resolve(s3.bucket)
         prefix = s3.query.get("prefix", "")
-        cluster_map = fe.node.state.cluster_map
+        cluster_map = context.proxy.state.cluster_map
         if cluster_map is None or not cluster_map.active_targets:
             raise NodeUnavailable("no active targets")
 
         async def one(target) -> list[dict]:
             url = f"{target.url}/v1/uploads/{ref.name}"
             try:
-                async with fe.session.get(url, params={**fe.bucket_params(ref),
+                async with context.session.get(url, params={**context.bucket_params(ref),
                                                        "prefix": prefix}) as resp:
-                    await fe.raise_for(resp, "target")
+                    await context.raise_for(resp, "target")
                     return (await json_answer(resp, f"target {target.id}"))["uploads"]
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
                 raise NodeUnavailable(f"target {target.id} did not list uploads: {exc}") \

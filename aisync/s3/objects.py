@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import aiohttp
@@ -25,6 +24,7 @@ from aisync.node.http import STORED_HEADERS
 from aisync.node.localread import LocalAnswer
 from aisync.s3 import splice
 from aisync.s3.body import VerifiedBody, content_md5_hex
+from aisync.s3.context import S3Context, S3Request
 from aisync.s3.xml import (
     OWNER,
     S3Error,
@@ -37,9 +37,6 @@ from aisync.s3.xml import (
 )
 from aisync.util.errors import AisyncError, NodeUnavailable
 from aisync.util.names import validate_object_name
-
-if TYPE_CHECKING:
-    from aisync.s3.frontend import S3Frontend, S3Request
 
 CHUNK = 1 << 20
 #: Timeouts of a relayed object: no total limit (objects are large), but a stalled peer fails.
@@ -118,29 +115,29 @@ def preconditions(headers, etag: str, last_modified: float | None, *, prefix: st
 
 
 class ObjectOps:
-    def __init__(self, frontend: S3Frontend) -> None:
-        self.fe = frontend
+    def __init__(self, context: S3Context) -> None:
+        self.context = context
 
     def open_source(self, ref, key: str, headers: dict[str, str] | None = None,
                     method: str = "GET"):
         """A streamed GET (or HEAD) of an object at its owner: the response context manager.
         The body is the stored bytes, never decoded (``Content-Encoding`` is the object's
         metadata, for the client to apply)."""
-        fe = self.fe
-        owner = fe.owner(ref, key)
-        return fe.session.request(method, fe.object_url(owner, ref, key),
-                                  params=fe.bucket_params(ref), headers=headers or {},
+        context = self.context
+        owner = context.owner(ref, key)
+        return context.session.request(method, context.object_url(owner, ref, key),
+                                  params=context.bucket_params(ref), headers=headers or {},
                                   timeout=STREAM_TIMEOUT, auto_decompress=False)
 
     # -- reads --
     async def get(self, s3: S3Request) -> web.StreamResponse:
-        ref, _ = self.fe.resolve(s3.bucket)
+        ref, _ = self.context.resolve(s3.bucket)
         request = s3.request
         if s3.query.get("partNumber") not in (None, "1"):
             raise S3Error("InvalidArgument", "partNumber other than 1 is not supported")
         validate_object_name(s3.key)
         head = request.method == "HEAD"
-        local = await self.fe.local_reads.open(self.fe.owner(ref, s3.key), ref, s3.key,
+        local = await self.context.local_reads.open(self.context.owner(ref, s3.key), ref, s3.key,
                                                head=head,
                                                byte_range=request.headers.get("Range"))
         if local is not None:
@@ -154,7 +151,7 @@ class ObjectOps:
                     raise S3Error("InvalidRange", "The requested range is not satisfiable",
                                   ActualObjectSize=up.headers.get("Content-Range", "*/?")
                                   .rpartition("/")[2])
-                await self.fe.raise_for(up, "target")
+                await self.context.raise_for(up, "target")
                 answer = self._answer_headers(s3, up.headers)
                 if head or (up.content_length is not None and up.content_length <= SMALL_BODY):
                     # one write for headers and body (a streamed answer costs three)
@@ -234,7 +231,7 @@ class ObjectOps:
 
     async def get_acl(self, s3: S3Request) -> web.Response:
         """A fixed ACL (the key's owner has full control): what aisync enforces is keys."""
-        self.fe.resolve(s3.bucket)
+        self.context.resolve(s3.bucket)
         grant = [("Grantee", OWNER),
                  ("Permission", "FULL_CONTROL")]
         element = document("AccessControlPolicy", [("Owner", OWNER),
@@ -248,7 +245,7 @@ class ObjectOps:
     # -- writes --
     async def put(self, s3: S3Request, *, body=None, attrs: dict | None = None,
                   md5: str | None = None) -> web.Response:
-        ref, _ = self.fe.resolve(s3.bucket)
+        ref, _ = self.context.resolve(s3.bucket)
         request = s3.request
         up_headers = await self.store(ref, s3.key, s3, body=body, attrs=attrs, md5=md5)
         headers = {"ETag": up_headers.get("ETag", "")}
@@ -258,7 +255,7 @@ class ObjectOps:
                     md5: str | None = None, length: int | None = None):
         """PUT an object at its owner from the request body (verified) or ``body`` (an async
         iterable of ``length`` bytes); returns the target's answer headers."""
-        fe = self.fe
+        context = self.context
         if body is None:
             body = VerifiedBody(s3.request, s3.auth)
             length = body.length
@@ -266,14 +263,14 @@ class ObjectOps:
             if length is not None and length <= SMALL_BODY:
                 body = b"".join([chunk async for chunk in body])  # verified: one write onward
         attrs = attrs_of(s3.request.headers) if attrs is None else attrs
-        owner = fe.owner(ref, key)
+        owner = context.owner(ref, key)
         headers = {"Content-Length": str(length), "X-Aisync-Md5": md5 or "want",
                    "X-Aisync-Attrs": json.dumps(attrs, separators=(",", ":"))}
         try:
-            async with fe.session.put(fe.object_url(owner, ref, key),
-                                      params=fe.bucket_params(ref), headers=headers, data=body,
+            async with context.session.put(context.object_url(owner, ref, key),
+                                      params=context.bucket_params(ref), headers=headers, data=body,
                                       timeout=STREAM_TIMEOUT, auto_decompress=False) as up:
-                await fe.raise_for(up, "target")
+                await context.raise_for(up, "target")
                 await up.read()
                 return up.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -283,24 +280,24 @@ class ObjectOps:
             raise NodeUnavailable(f"target {owner.id} failed the write: {exc}") from exc
 
     async def delete(self, s3: S3Request) -> web.Response:
-        ref, _ = self.fe.resolve(s3.bucket)
+        ref, _ = self.context.resolve(s3.bucket)
         await self._delete_one(ref, s3.key)
         return web.Response(status=204, headers=common_headers(s3.request))
 
     async def _delete_one(self, ref, key: str) -> None:
-        fe = self.fe
-        owner = fe.owner(ref, key)
+        context = self.context
+        owner = context.owner(ref, key)
         try:
-            async with fe.session.delete(fe.object_url(owner, ref, key),
-                                         params=fe.bucket_params(ref)) as up:
+            async with context.session.delete(context.object_url(owner, ref, key),
+                                         params=context.bucket_params(ref)) as up:
                 if up.status == 404:
                     return  # S3: deleting a missing key succeeds
-                await fe.raise_for(up, "target")
+                await context.raise_for(up, "target")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NodeUnavailable(f"target {owner.id} failed the delete: {exc}") from exc
 
     async def delete_many(self, s3: S3Request) -> web.Response:
-        ref, _ = self.fe.resolve(s3.bucket)
+        ref, _ = self.context.resolve(s3.bucket)
         root = await read_xml(s3.request)
         if root.tag != "Delete":
             raise S3Error("MalformedXML", "expected a Delete document")
@@ -332,8 +329,8 @@ class ObjectOps:
         """CopyObject: the source streams from its owner into a PUT at the destination's."""
         request = s3.request
         src_bucket, src_key = copy_source(request.headers["x-amz-copy-source"])
-        src_ref, _ = self.fe.resolve(src_bucket)
-        dst_ref, _ = self.fe.resolve(s3.bucket)
+        src_ref, _ = self.context.resolve(src_bucket)
+        dst_ref, _ = self.context.resolve(s3.bucket)
         directive = request.headers.get("x-amz-metadata-directive", "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
             raise S3Error("InvalidArgument", "Unknown metadata directive.")
@@ -343,7 +340,7 @@ class ObjectOps:
                           "storage class, website redirect location or encryption attributes.")
         try:
             async with self.open_source(src_ref, src_key) as src:
-                await self.fe.raise_for(src, "target")
+                await self.context.raise_for(src, "target")
                 preconditions(request.headers, src.headers.get("ETag", ""),
                               _http_seconds(src.headers.get("Last-Modified")),
                               prefix="x-amz-copy-source-", reading=False)
