@@ -4,8 +4,13 @@ Package map (dependencies point down this list, never up; enforced by import-lin
 
 * ``aisync.cli``      -- the ``aisync`` command line; talks to clusters only through ``aisync.client``
                          and spawns node processes.
-* ``aisync.api``      -- HTTP front ends: ``api.proxy`` (gateway) and ``api.target`` (storage node),
-                         which never import each other, plus shared middleware.
+* ``aisync.proxy``    -- the gateway: object redirects and relays, buckets, jobs, keys, remotes.
+* ``aisync.target``   -- the storage node: object routes, cold GET, uploads, job batches, read
+                         workers, the local-read server (proxy and target never import each other).
+* ``aisync.s3``       -- the S3 front end a proxy runs (SigV4, XML, operations); it sees the proxy
+                         through ``aisync.s3.ports.ProxyPort`` only.
+* ``aisync.node``     -- what every node runs: router, HTTP helpers, sendfile and relay, runtime
+                         (maps, membership client, workers), source backends, launch.
 * ``aisync.cluster``  -- cluster and bucket maps, placement, membership, metasync, keepalive.
 * ``aisync.sync``     -- the sync engine (version equality, change detection, jobs, schedules).
 * ``aisync.storage``  -- mountpaths, atomic object files, per-object metadata, the object index.

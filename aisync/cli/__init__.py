@@ -2,5 +2,5 @@
 
 Owns: argument parsing, human output, spawning node processes for ``cluster up``.
 May import: anything below it; talks to clusters only through ``aisync.client`` and imports
-``aisync.api`` lazily, only to run a node.
+``aisync.proxy`` / ``aisync.target`` lazily, only to run a node.
 """

@@ -1,8 +1,12 @@
-"""HTTP front ends of a node: the proxy (gateway) and the target (storage node).
+"""What every node runs, proxy or target: the shared node runtime and HTTP plumbing.
 
-Owns: request parsing, routing, the single error middleware, and node lifecycles.
-``aisync.proxy.node`` and ``aisync.target.node`` never import each other; both build on
-``aisync.node.http`` and ``aisync.node.runtime``. ``aisync.node.launch`` starts either.
-May import: ``aisync.cluster``, ``aisync.storage``, ``aisync.catalog``, ``aisync.client``,
-``aisync.config``, ``aisync.util``.
+Owns: the router (access levels, strict query and body rules, the one error mapping),
+request and response helpers (:mod:`.http`), zero-copy file responses (:mod:`.files`), the
+streaming relay (:mod:`.relay`), the runtime every role builds on (:mod:`.runtime`: catalog,
+maps, membership client, metasync, workers), the pool of source backends (:mod:`.sources`), the
+local-read protocol (:mod:`.localread`) and the process launcher (:mod:`.launch`, which gets the
+role's node class from the CLI and so imports neither role).
+May import: ``aisync.cluster``, ``aisync.sync``, ``aisync.storage``, ``aisync.catalog``,
+``aisync.backends``, ``aisync.auth``, ``aisync.client``, ``aisync.config``, ``aisync.util``.
+Never ``aisync.proxy``, ``aisync.target``, ``aisync.s3`` or ``aisync.cli``.
 """

@@ -1,7 +1,8 @@
 """Run one node process: ``aisync node --role proxy|target --config FILE``.
 
 The caller (the CLI) chooses the role's node class; this module only knows the
-:class:`ServedNode` port every role implements. It picks the event loop (targets: asyncio's, whose ``sendfile`` is native zero-copy; proxies: uvloop
+:class:`ServedNode` port every role implements. It picks the event loop (targets: asyncio's,
+whose ``sendfile`` is native zero-copy; proxies: uvloop
 when installed), sets up structured logging, starts the role's runtime, serves HTTP until SIGTERM
 or SIGINT, then shuts down in order: stop accepting, finish in-flight requests (bounded), stop
 workers, close the catalog and the object index cleanly.

@@ -3,7 +3,7 @@
 Each error subclasses both :class:`AisyncError` and the closest built-in exception, so callers
 may catch either (``except FileNotFoundError`` works for a missing object). Every class carries a
 stable ``code`` (used verbatim in JSON error bodies and, later, mapped to S3 codes) and the HTTP
-``status`` that the single error middleware in ``aisync.api`` answers with. Adding a new error
+``status`` that the single error mapping in ``aisync.node.router`` answers with. Adding a new error
 means adding a class here; nothing else maps errors to statuses.
 
 Every class that sets its own ``code`` enters :data:`ERRORS_BY_CODE` as it is defined (the SDK
